@@ -1,0 +1,1 @@
+"""Rollout actors: step simulators with a CPU copy of the policy, emit Arrow batches."""

@@ -1,0 +1,1 @@
+"""The external evaluator: fixed seeds, oracle baseline, eval-vs-train divergence."""

@@ -1,0 +1,1 @@
+"""The central learner: consumes Arrow transition batches, updates and checkpoints."""

@@ -1,0 +1,1 @@
+"""Ray Serve HTTP endpoint for trained policies."""

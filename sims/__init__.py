@@ -1,0 +1,17 @@
+"""turnwise simulators. Importing this package registers them with Gymnasium.
+
+>>> import gymnasium, sims
+>>> gymnasium.make("Warehouse-v0").unwrapped.config.height
+6
+"""
+
+import gymnasium
+
+WAREHOUSE_ID = "Warehouse-v0"
+
+if WAREHOUSE_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=WAREHOUSE_ID,
+        entry_point="sims.warehouse.env:WarehouseEnv",
+        vector_entry_point="sims.warehouse.vector:WarehouseVectorEnv",
+    )

@@ -1,0 +1,118 @@
+"""Configuration of the Warehouse simulator: sizes, reward weights and their checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the hierarchical reward; each is reported as its own component."""
+
+    step: float = -0.01  # paid on every step: a shift should be short
+    progress: float = 0.01  # a move that brings the robot closer to its current target
+    pick: float = 1.0  # milestone: the current order's item picked (once per order)
+    deliver: float = 10.0  # sparse success: the current order delivered at the drop-off
+    wrong_pick: float = -0.1  # a pick that takes the wrong item, or nothing
+    wrong_drop: float = -0.1  # a drop that delivers nothing and returns nothing
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    """One warehouse: grid, stock, the shift's orders, and the reward weights."""
+
+    height: int = 6  # grid rows
+    width: int = 6  # grid columns
+    n_items: int = 3  # item types; each is stocked on exactly one shelf
+    n_obstacles: int = 4  # rack pillars, drawn among cells with odd row and odd column
+    orders_per_shift: int = 3  # orders in one episode
+    max_steps: int = 100  # step budget of a shift (truncation)
+    stock_capacity: int = 6  # most units one shelf holds
+    initial_stock_min: int = 2  # fewest units a shelf starts with (after reset_persistent)
+    restock_per_shift: int = 1  # units added to every shelf at the start of each shift
+    view_radius: int = 2  # the robot sees obstacles within this many cells
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rewards, Mapping):
+            object.__setattr__(self, "rewards", _replace_checked(RewardWeights(), self.rewards))
+        problems = list(self._problems())
+        if problems:
+            raise ValueError("invalid WarehouseConfig: " + "; ".join(problems))
+
+    def _problems(self):
+        if self.height < 3 or self.width < 3:
+            yield f"grid must be at least 3x3, got {self.height}x{self.width}"
+        pillars = (self.height // 2) * (self.width // 2)
+        if not 0 <= self.n_obstacles <= pillars:
+            yield f"n_obstacles must be in [0, {pillars}] for this grid, got {self.n_obstacles}"
+        free = self.height * self.width - self.n_obstacles
+        if self.n_items < 1 or self.n_items + 1 > free:
+            yield f"n_items must be in [1, {free - 1}], got {self.n_items}"
+        if self.orders_per_shift < 1:
+            yield "orders_per_shift must be >= 1"
+        if self.restock_per_shift * self.n_items < self.orders_per_shift:
+            yield "restock_per_shift * n_items must cover orders_per_shift (shifts stay feasible)"
+        if self.initial_stock_min * self.n_items < self.orders_per_shift:
+            yield "initial_stock_min * n_items must cover orders_per_shift"
+        if not 0 <= self.initial_stock_min <= self.stock_capacity:
+            yield "initial_stock_min must be in [0, stock_capacity]"
+        if self.max_steps < self.min_budget:
+            yield f"max_steps must be >= {self.min_budget} so every shift can be completed"
+        if self.view_radius < 0:
+            yield "view_radius must be >= 0"
+
+    @property
+    def min_budget(self) -> int:
+        """Steps that always suffice for the oracle: each order walks at most
+        (height + width) cells out and back (a pillar detour costs 2), plus pick and drop."""
+        return self.orders_per_shift * (2 * (self.height + self.width) + 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SIZES: dict[str, WarehouseConfig] = {
+    "small": WarehouseConfig(),
+    "medium": WarehouseConfig(
+        height=10, width=10, n_items=5, n_obstacles=12, orders_per_shift=5, max_steps=250
+    ),
+    "large": WarehouseConfig(
+        height=16,
+        width=16,
+        n_items=8,
+        n_obstacles=32,
+        orders_per_shift=8,
+        max_steps=600,
+        stock_capacity=10,
+    ),
+}
+
+
+def _replace_checked(base: Any, overrides: Mapping[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {type(base).__name__} key(s) {unknown}; known keys: {sorted(known)}"
+        )
+    return dataclasses.replace(base, **overrides)
+
+
+def make_config(
+    size: str = "small", rewards: Mapping[str, float] | None = None, **overrides: Any
+) -> WarehouseConfig:
+    """Build a config from a named size, reward overrides and field overrides.
+
+    >>> make_config("small", rewards={"deliver": 5.0}, max_steps=120).rewards.deliver
+    5.0
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown warehouse size {size!r}; choose one of {sorted(SIZES)}")
+    base = SIZES[size]
+    if rewards:
+        overrides["rewards"] = _replace_checked(base.rewards, rewards)
+    return _replace_checked(base, overrides)

@@ -1,0 +1,252 @@
+"""Warehouse-v0: one robot works a shift of orders in a grid warehouse.
+
+This is the reference implementation, written for reading: plain Python over one
+warehouse. :mod:`sims.warehouse.vector` is the fast batched twin; a test checks
+that both give identical transitions for the same seeds and actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from sims.versioning import simulator_version
+from sims.warehouse import layout, observation
+from sims.warehouse.config import WarehouseConfig, make_config
+from sims.warehouse.layout import DROP, MOVES, PICK, Shift
+
+StateScope = Literal["episode", "persistent"]
+
+# Which state variables reset with an episode and which carry over between
+# episodes. Persistent ones survive reset(); a seed starts a new world, so
+# reset(seed=s) draws them afresh from s (reset(seed=s) is reproducible whatever
+# came before), and reset(options={"reset_persistent": True}) redraws them from the
+# generator without reseeding. reset(options={"persistent_state": {...}}) sets
+# them explicitly (replay uses it).
+STATE_VARIABLES: dict[str, StateScope] = {
+    "layout": "episode",  # obstacles, drop-off, shelves
+    "orders": "episode",  # the shift's order stream
+    "order_index": "episode",  # orders delivered so far
+    "robot": "episode",  # position; starts at the drop-off
+    "carrying": "episode",  # item in hand (returned to its shelf at reset)
+    "pick_paid": "episode",  # milestone already paid for the current order
+    "step": "episode",  # steps taken this shift
+    "inventory": "persistent",  # stock per item type: depletes with picks, restocks per shift
+}
+
+REWARD_COMPONENTS = ("step", "progress", "pick", "deliver", "penalty")
+
+PACKAGE_DIR = Path(__file__).parent
+
+
+class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
+    """A grid warehouse: pick each order's item from its shelf, deliver it to the drop-off.
+
+    Example:
+        >>> import gymnasium, sims
+        >>> env = gymnasium.make("Warehouse-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape == env.observation_space.shape
+        True
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    state_variables: ClassVar[Mapping[str, StateScope]] = STATE_VARIABLES
+
+    def __init__(
+        self,
+        size: str = "small",
+        rewards: Mapping[str, float] | None = None,
+        render_mode: str | None = None,
+        config: WarehouseConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = config or make_config(size, rewards, **overrides)
+        self.render_mode = render_mode
+        self.version = simulator_version("warehouse", PACKAGE_DIR, self.config.to_dict())
+        self.observation_space = observation.observation_space(self.config)
+        self.action_space = spaces.Discrete(6)
+        self.inventory: np.ndarray | None = None
+        self._shift: Shift | None = None
+
+    # -- Gymnasium API -------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        self._settle_inventory(options, fresh_world=seed is not None)
+        shift = layout.draw_shift(self.config, self.np_random, self.inventory)
+        self._shift = shift
+        self._dist_to_dropoff = layout.bfs_distances(shift.obstacles, shift.dropoff)
+        self._dist_to_shelf = [
+            layout.bfs_distances(shift.obstacles, (int(r), int(c))) for r, c in shift.shelves
+        ]
+        self._padded = observation.padded_blocked(shift.obstacles, self.config.view_radius)
+        self.robot = shift.dropoff
+        self.carrying = 0
+        self.order_index = 0
+        self.pick_paid = False
+        self.steps = 0
+        return self._observation(), {"inventory": self.inventory.copy()}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._shift is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action must be an int in [0, 6), got {action!r}")
+        w = self.config.rewards
+        parts = dict.fromkeys(REWARD_COMPONENTS, 0.0)
+        parts["step"] = w.step
+        action = int(action)
+        if action in MOVES:
+            before = self._target_distance()
+            self._move(MOVES[action])
+            if self._target_distance() < before:
+                parts["progress"] = w.progress
+        elif action == PICK:
+            parts["pick"], parts["penalty"] = self._pick()
+        elif action == DROP:
+            parts["deliver"], parts["penalty"] = self._drop()
+        self.steps += 1
+        reward = (
+            parts["step"] + parts["progress"] + parts["pick"] + parts["deliver"] + parts["penalty"]
+        )
+        terminated = self.order_index == self.config.orders_per_shift
+        truncated = not terminated and self.steps >= self.config.max_steps
+        info = {"reward_components": parts, "orders_delivered": self.order_index}
+        return self._observation(), reward, terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._shift is None:
+            return None
+        grid = np.where(self._shift.obstacles, "#", ".").astype(object)
+        grid[self._shift.dropoff] = "D"
+        for k, (r, c) in enumerate(self._shift.shelves):
+            grid[r, c] = chr(ord("a") + k)
+        grid[self.robot] = "R" if self.carrying == 0 else chr(ord("A") + self.carrying - 1)
+        return "\n".join("".join(row) for row in grid) + "\n"
+
+    # -- state exposed to oracles, evaluators and replay ----------------------------
+    @property
+    def shift(self) -> Shift:
+        assert self._shift is not None, "call reset() first"
+        return self._shift
+
+    @property
+    def current_item(self) -> int:
+        """Item of the current order, or -1 once the shift is complete."""
+        if self.order_index >= self.config.orders_per_shift:
+            return -1
+        return int(self.shift.orders[self.order_index])
+
+    def target(self) -> tuple[int, int]:
+        """Where the robot should head: the shelf of what it should pick or return,
+        or the drop-off when it carries the current order's item."""
+        if self.carrying == 0:
+            return tuple(self.shift.shelves[max(self.current_item, 0)])
+        if self.carrying - 1 == self.current_item:
+            return self.shift.dropoff
+        return tuple(self.shift.shelves[self.carrying - 1])
+
+    def distance_map(self, cell: tuple[int, int]) -> np.ndarray:
+        """Shortest-path distances to ``cell`` (the drop-off or a shelf)."""
+        if tuple(cell) == self.shift.dropoff:
+            return self._dist_to_dropoff
+        for k, shelf in enumerate(self.shift.shelves):
+            if tuple(shelf) == tuple(cell):
+                return self._dist_to_shelf[k]
+        raise KeyError(f"{cell} is neither the drop-off nor a shelf")
+
+    def persistent_state(self) -> dict[str, list[int]]:
+        return {"inventory": [] if self.inventory is None else self.inventory.tolist()}
+
+    # -- dynamics ------------------------------------------------------------------
+    def _settle_inventory(self, options: Mapping[str, Any], fresh_world: bool) -> None:
+        unknown = set(options) - {"reset_persistent", "persistent_state"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
+        if "persistent_state" in options:
+            self.inventory = _checked_inventory(options["persistent_state"], self.config)
+        elif fresh_world or self.inventory is None or options.get("reset_persistent", False):
+            self.inventory = layout.initial_inventory(self.config, self.np_random)
+        else:
+            if self._shift is not None and self.carrying:
+                self.inventory[self.carrying - 1] += 1  # the robot puts back what it holds
+            self.inventory = layout.restock(self.config, self.inventory)
+
+    def _target_distance(self) -> int:
+        return int(self.distance_map(self.target())[self.robot])
+
+    def _move(self, delta: tuple[int, int]) -> None:
+        r, c = self.robot[0] + delta[0], self.robot[1] + delta[1]
+        height, width = self.shift.obstacles.shape
+        if 0 <= r < height and 0 <= c < width and not self.shift.obstacles[r, c]:
+            self.robot = (r, c)
+
+    def _shelf_here(self) -> int:
+        for k, (r, c) in enumerate(self.shift.shelves):
+            if (r, c) == self.robot:
+                return k
+        return -1
+
+    def _pick(self) -> tuple[float, float]:
+        w, item = self.config.rewards, self._shelf_here()
+        if self.carrying or item < 0 or self.inventory[item] == 0:
+            return 0.0, w.wrong_pick
+        self.carrying = item + 1
+        self.inventory[item] -= 1
+        if item != self.current_item:
+            return 0.0, w.wrong_pick
+        if self.pick_paid:
+            return 0.0, 0.0
+        self.pick_paid = True
+        return w.pick, 0.0
+
+    def _drop(self) -> tuple[float, float]:
+        w = self.config.rewards
+        if self.carrying == 0:
+            return 0.0, w.wrong_drop
+        item = self.carrying - 1
+        if self.robot == self.shift.dropoff and item == self.current_item:
+            self.carrying, self.pick_paid = 0, False
+            self.order_index += 1
+            return w.deliver, 0.0
+        if self._shelf_here() == item:
+            self.carrying = 0
+            self.inventory[item] += 1
+            return 0.0, 0.0
+        return 0.0, w.wrong_drop
+
+    def _observation(self) -> np.ndarray:
+        shift, cfg = self.shift, self.config
+        robot = np.array([self.robot], dtype=np.int64)
+        return observation.encode(
+            cfg,
+            robot=robot,
+            dropoff=np.array([shift.dropoff], dtype=np.int64),
+            shelves=shift.shelves[None],
+            carrying=np.array([self.carrying]),
+            order_item=np.array([self.current_item]),
+            orders_left=np.array([cfg.orders_per_shift - self.order_index]),
+            inventory=self.inventory[None],
+            view=observation.local_view(self._padded[None], robot, cfg.view_radius),
+            step=np.array([self.steps]),
+        )[0]
+
+
+def _checked_inventory(state: Mapping[str, Any], config: WarehouseConfig) -> np.ndarray:
+    inventory = np.asarray(state.get("inventory"), dtype=np.int64)
+    if inventory.shape != (config.n_items,) or (inventory < 0).any():
+        raise ValueError(
+            f"persistent_state.inventory must be {config.n_items} non-negative ints, "
+            f"got {state.get('inventory')!r}"
+        )
+    if inventory.sum() < config.orders_per_shift:
+        raise ValueError("persistent_state.inventory cannot cover one shift of orders")
+    return inventory.copy()
