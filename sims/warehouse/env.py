@@ -41,6 +41,10 @@ STATE_VARIABLES: dict[str, StateScope] = {
 
 REWARD_COMPONENTS = ("step", "progress", "pick", "deliver", "penalty")
 
+# reset() options. `persistent_state` and `shift_seed` together re-create an episode
+# exactly (both are reported in reset's info), which is how replay re-simulates.
+RESET_OPTIONS = frozenset({"reset_persistent", "persistent_state", "shift_seed"})
+
 PACKAGE_DIR = Path(__file__).parent
 
 
@@ -81,7 +85,8 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         options = options or {}
         self._settle_inventory(options, fresh_world=seed is not None)
-        shift = layout.draw_shift(self.config, self.np_random, self.inventory)
+        shift_seed = layout.shift_seed(self.np_random, options)
+        shift = layout.draw_shift(self.config, shift_seed, self.inventory)
         self._shift = shift
         self._dist_to_dropoff = layout.bfs_distances(shift.obstacles, shift.dropoff)
         self._dist_to_shelf = [
@@ -93,7 +98,10 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         self.order_index = 0
         self.pick_paid = False
         self.steps = 0
-        return self._observation(), {"inventory": self.inventory.copy()}
+        return self._observation(), {
+            "inventory": self.inventory.copy(),
+            "shift_seed": shift_seed,
+        }
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._shift is None:
@@ -168,7 +176,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
 
     # -- dynamics ------------------------------------------------------------------
     def _settle_inventory(self, options: Mapping[str, Any], fresh_world: bool) -> None:
-        unknown = set(options) - {"reset_persistent", "persistent_state"}
+        unknown = set(options) - RESET_OPTIONS
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
         if "persistent_state" in options:

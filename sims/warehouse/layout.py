@@ -72,8 +72,16 @@ def draw_orders(
     return np.array(orders, dtype=np.int64)
 
 
-def draw_shift(config: WarehouseConfig, rng: np.random.Generator, inventory: np.ndarray) -> Shift:
-    """Draw obstacles, drop-off, shelves and orders, in that order, from ``rng``."""
+def shift_seed(rng: np.random.Generator, options: dict | None = None) -> int:
+    """The seed a shift is drawn from: taken from the env's generator, or given in
+    ``options["shift_seed"]`` to re-create a logged episode."""
+    drawn = int(rng.integers(2**63))
+    return int(options["shift_seed"]) if options and "shift_seed" in options else drawn
+
+
+def draw_shift(config: WarehouseConfig, seed: int, inventory: np.ndarray) -> Shift:
+    """Draw obstacles, drop-off, shelves and orders, in that order, from ``seed``."""
+    rng = np.random.default_rng(seed)
     n_cells = config.height * config.width
     pillars = rng.permutation(pillar_cells(config.height, config.width))
     obstacles = np.zeros(n_cells, dtype=bool)

@@ -8,7 +8,9 @@ per-step dynamics are vectorized; shifts are drawn by the shared
 
 Autoreset mode: ``SAME_STEP``. When env ``i`` ends on a step, that step returns the
 first observation of its next shift; the last observation of the ended shift is in
-``info["final_obs"][i]`` (a float32 array, valid where ``info["_final_obs"]``).
+``info["final_obs"][i]`` (a float32 array, valid where ``info["_final_obs"]``), and
+``info["reset_info"]`` holds what ``reset()`` reports (inventory, shift seed) for
+the new shifts.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class WarehouseVectorEnv(VectorEnv):
         self.dropoff = np.zeros((b, 2), dtype=np.int64)
         self.shelves = np.zeros((b, k, 2), dtype=np.int64)
         self.orders = np.zeros((b, n), dtype=np.int64)
+        self.shift_seeds = np.zeros(b, dtype=np.int64)
         self.distances = np.zeros((b, k + 1, h, w), dtype=np.int64)  # shelves..., drop-off
         self.robot = np.zeros((b, 2), dtype=np.int64)
         self.carrying = np.zeros(b, dtype=np.int64)
@@ -78,7 +81,7 @@ class WarehouseVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         options = options or {}
-        unknown = set(options) - {"reset_persistent"}
+        unknown = set(options) - {"reset_persistent"}  # replay options are single-env only
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
         seeds = _per_env_seeds(seed, self.num_envs)
@@ -91,7 +94,10 @@ class WarehouseVectorEnv(VectorEnv):
             self.inventory[:] = -1
         self._start_shifts(everyone, put_back=self._started)
         self._started = True
-        return self._observations(), {"inventory": self.inventory.copy()}
+        return self._observations(), {
+            "inventory": self.inventory.copy(),
+            "shift_seed": self.shift_seeds.copy(),
+        }
 
     def step(
         self, actions: np.ndarray
@@ -118,6 +124,11 @@ class WarehouseVectorEnv(VectorEnv):
             info["_final_obs"] = terminated | truncated
             self._start_shifts(done, put_back=True)
             obs[done] = self._observations(done)
+            # What reset() would have reported for the envs that started a new shift.
+            info["reset_info"] = {
+                "inventory": self.inventory.copy(),
+                "shift_seed": self.shift_seeds.copy(),
+            }
         return obs, reward, terminated, truncated, info
 
     # -- state exposed to oracles, evaluators and rollout actors --------------------
@@ -209,7 +220,8 @@ class WarehouseVectorEnv(VectorEnv):
                 if put_back and self.carrying[i]:
                     self.inventory[i, self.carrying[i] - 1] += 1
                 self.inventory[i] = layout.restock(cfg, self.inventory[i])
-            shift = layout.draw_shift(cfg, rng, self.inventory[i])
+            self.shift_seeds[i] = layout.shift_seed(rng)
+            shift = layout.draw_shift(cfg, int(self.shift_seeds[i]), self.inventory[i])
             self.obstacles[i] = shift.obstacles
             self.dropoff[i] = shift.dropoff
             self.shelves[i] = shift.shelves
