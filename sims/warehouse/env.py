@@ -61,6 +61,8 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
     state_variables: ClassVar[Mapping[str, StateScope]] = STATE_VARIABLES
+    reward_components: ClassVar[tuple[str, ...]] = REWARD_COMPONENTS
+    reset_options: ClassVar[frozenset[str]] = RESET_OPTIONS
 
     def __init__(
         self,

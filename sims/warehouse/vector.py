@@ -27,7 +27,7 @@ from gymnasium.vector.utils import batch_space
 from sims.versioning import simulator_version
 from sims.warehouse import layout, observation
 from sims.warehouse.config import WarehouseConfig, make_config
-from sims.warehouse.env import PACKAGE_DIR, REWARD_COMPONENTS, STATE_VARIABLES
+from sims.warehouse.env import PACKAGE_DIR, RESET_OPTIONS, REWARD_COMPONENTS, STATE_VARIABLES
 from sims.warehouse.layout import DROP, MOVES, PICK, UNREACHABLE
 
 # (d_row, d_col) per action id; pick and drop do not move.
@@ -39,6 +39,8 @@ class WarehouseVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
     state_variables = STATE_VARIABLES
+    reward_components = REWARD_COMPONENTS
+    reset_options = RESET_OPTIONS
 
     def __init__(
         self,

@@ -1,0 +1,161 @@
+"""Building a rollout actor's vector env, and what every env must tell the pipeline.
+
+Every vector env a rollout actor steps behaves the same way: SAME_STEP autoreset,
+``info["final_obs"]`` (an (N, D) array, valid where ``info["_final_obs"]``), and
+``info["reset_info"]`` with what each new episode needs to be re-created. Envs
+with a batched ``vector_entry_point`` (Warehouse-v0) provide that themselves;
+any other Gymnasium env is wrapped in :class:`EpisodeSeededVectorEnv`, which seeds
+every episode with its own derived seed so it can be replayed alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+
+import sims  # noqa: F401  (registers turnwise's simulators)
+from sims.versioning import config_digest
+from turnwise.config import EnvConfig
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the pipeline needs to know about an env, read once from a probe instance."""
+
+    env_id: str
+    version: str
+    observation_space: gymnasium.Space
+    action_space: gymnasium.Space
+    reward_components: tuple[str, ...]
+    persistent_state: tuple[str, ...]
+    reset_options: frozenset[str]
+
+
+def make_env(config: EnvConfig, **extra: Any) -> gymnasium.Env:
+    """One env instance, with a clear error for an unknown id or bad kwargs."""
+    if config.id not in gymnasium.registry:
+        raise ValueError(f"env.id {config.id!r} is not a registered Gymnasium env")
+    try:
+        return gymnasium.make(config.id, **config.kwargs, **extra)
+    except TypeError as error:
+        raise ValueError(
+            f"env.kwargs {dict(config.kwargs)} rejected by {config.id}: {error}"
+        ) from error
+
+
+def describe_env(config: EnvConfig) -> EnvInfo:
+    env = make_env(config)
+    base = env.unwrapped
+    declared = getattr(base, "state_variables", {})
+    version = getattr(base, "version", None) or (
+        f"{config.id}+gymnasium-{gymnasium.__version__}.{config_digest(dict(config.kwargs))[:8]}"
+    )
+    info = EnvInfo(
+        env_id=config.id,
+        version=version,
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        reward_components=tuple(getattr(base, "reward_components", ())),
+        persistent_state=tuple(k for k, scope in declared.items() if scope == "persistent"),
+        reset_options=frozenset(getattr(base, "reset_options", ())),
+    )
+    env.close()
+    return info
+
+
+def make_vector_env(config: EnvConfig, num_envs: int, seed_root: list[int]) -> VectorEnv:
+    """The actor's vector env: the env's own batched implementation when it has one."""
+    spec = gymnasium.spec(config.id)
+    if config.vectorization not in ("auto", "sync"):
+        raise ValueError(
+            f"env.vectorization must be 'auto' or 'sync', got {config.vectorization!r}"
+        )
+    if config.vectorization == "auto" and spec.vector_entry_point is not None:
+        batched = gymnasium.make_vec(
+            config.id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
+        ).unwrapped
+        if follows_contract(batched):
+            return batched
+        batched.close()
+    return EpisodeSeededVectorEnv([lambda: make_env(config)] * num_envs, seed_root)
+
+
+def follows_contract(vec: VectorEnv) -> bool:
+    """A batched env is used as is only if it autoresets on the same step and declares
+    its state (so it can report what re-creates each episode)."""
+    same_step = vec.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
+    return same_step and hasattr(vec, "state_variables")
+
+
+class EpisodeSeededVectorEnv(VectorEnv):
+    """SyncVectorEnv with SAME_STEP autoreset in which every episode gets its own seed
+    ``SeedSequence(seed_root + [env, episode]).generate_state(1)[0]``."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, env_fns: list, seed_root: list[int]) -> None:
+        self._inner = SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.DISABLED)
+        self.num_envs = self._inner.num_envs
+        self.single_observation_space = self._inner.single_observation_space
+        self.single_action_space = self._inner.single_action_space
+        self.observation_space = self._inner.observation_space
+        self.action_space = self._inner.action_space
+        self._seed_root = list(seed_root)
+        self._episodes = np.zeros(self.num_envs, dtype=np.int64)
+
+    def episode_seeds(self, mask: np.ndarray) -> list[int | None]:
+        return [
+            int(np.random.SeedSequence([*self._seed_root, i, int(n)]).generate_state(1)[0])
+            if m
+            else None
+            for i, (m, n) in enumerate(zip(mask, self._episodes, strict=True))
+        ]
+
+    def reset(self, *, seed=None, options=None):
+        everyone = np.ones(self.num_envs, dtype=bool)
+        seeds = self.episode_seeds(everyone)
+        obs, _ = self._inner.reset(seed=seeds)
+        return obs, {"episode_seed": np.array(seeds, dtype=np.int64)}
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self._inner.step(actions)
+        done = terminated | truncated
+        if done.any():
+            info["final_obs"] = np.where(done[:, None], obs, 0.0)
+            info["_final_obs"] = done
+            self._episodes += done
+            seeds = self.episode_seeds(done)
+            new_obs, _ = self._inner.reset(seed=seeds, options={"reset_mask": done})
+            obs = np.where(done[:, None], new_obs, obs)
+            info["reset_info"] = {"episode_seed": np.array([s or 0 for s in seeds], np.int64)}
+        return obs, rewards, terminated, truncated, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._inner.close()
+
+
+def replay_records(
+    reset_info: dict[str, Any], env: EnvInfo, index: int
+) -> tuple[int | None, str | None]:
+    """(episode_seed, reset_options JSON) that re-create env ``index``'s new episode
+    as ``reset(seed=episode_seed, options=reset_options)`` of a single env."""
+    if "episode_seed" in reset_info:
+        return int(reset_info["episode_seed"][index]), None
+    options: dict[str, Any] = {
+        key: _plain(reset_info[key][index])
+        for key in env.reset_options
+        if key in reset_info and key != "persistent_state"
+    }
+    persistent = {name: _plain(reset_info[name][index]) for name in env.persistent_state}
+    if persistent:
+        options["persistent_state"] = persistent
+    return None, json.dumps(options, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value

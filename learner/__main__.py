@@ -1,0 +1,31 @@
+"""``python -m learner +exp=warehouse``: train a policy (see conf/ for every option)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from turnwise.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from learner.driver import train  # imported late: a config error never pays for Ray
+
+    logging.getLogger("learner").setLevel(logging.INFO)
+    config = OmegaConf.to_object(cfg)
+    result = train(config, Path(HydraConfig.get().runtime.output_dir))
+    print(
+        f"done: {result.counters.env_steps:,} env steps, train return "
+        f"{result.train_return:.2f}, checkpoint {result.checkpoint}"
+    )
+
+
+if __name__ == "__main__":
+    main()

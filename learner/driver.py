@@ -1,0 +1,273 @@
+"""The training driver: Ray, rollout actors, the learner loop, checkpoints.
+
+``train(config, run_dir)`` is the whole run. Everything that can be checked
+without Ray (config, env id and kwargs, checkpoint URI, resume state) is checked
+before ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.envs import EnvInfo, describe_env
+from actors.rollout import RolloutWorker
+from actors.transition_log import write_atomic
+from learner.ppo import PPOLearner
+from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
+from turnwise.checkpoint import load_checkpoint, save_checkpoint
+from turnwise.checkpoint_store import CheckpointStore, open_store
+from turnwise.config import Config
+from turnwise.schema import column_numpy
+from turnwise.spaces import space_to_json
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILURES = 20
+
+
+@dataclass
+class Counters:
+    """What a run has done; saved in every checkpoint and restored on resume."""
+
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    dropped_batches: int = 0
+    actor_failures: int = 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    counters: Counters
+    checkpoint: str
+    train_return: float
+
+
+def check_config(config: Config) -> None:
+    """Value checks the schema cannot express; raises ValueError naming the key."""
+    problems = {
+        "train.env_steps": config.train.env_steps > 0,
+        "actors.num_actors": config.actors.num_actors > 0,
+        "actors.envs_per_actor": config.actors.envs_per_actor > 0,
+        "actors.fragment_length": config.actors.fragment_length > 0,
+        "actors.max_in_flight": config.actors.max_in_flight > 0,
+        "checkpoint.every_env_steps": config.checkpoint.every_env_steps > 0,
+        "learner.minibatch_size": config.learner.minibatch_size > 0,
+        "learner.correction": config.learner.correction in ("vtrace", "none"),
+        "learner.normalizer.kind": config.learner.normalizer.kind in ("window", "none"),
+    }
+    bad = [key for key, ok in problems.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid config value(s) for {bad}")
+
+
+def checkpoint_store(config: Config, run_dir: Path) -> CheckpointStore:
+    return open_store(config.checkpoint.uri or str(run_dir / "checkpoints"))
+
+
+@contextmanager
+def ray_session(config: Config) -> Iterator[None]:
+    """Join ``ray.address`` (or start a local Ray); leave an already running one alone."""
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=config.ray.address or None, **config.ray.init)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class Trainer:
+    """The learner loop around a PPOLearner and a pool of rollout actors."""
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        check_config(config)
+        self.config, self.run_dir = config, run_dir
+        self.env: EnvInfo = describe_env(config.env)
+        self.store = checkpoint_store(config, run_dir)
+        self.learner = PPOLearner(
+            self.env.observation_space, self.env.action_space, config.learner, config.learner.device
+        )
+        self.counters = Counters()
+        self.episodes = EpisodeStats()
+        if config.resume:
+            self._restore()
+
+    # -- checkpoints ----------------------------------------------------------------
+    def _restore(self) -> None:
+        try:
+            checkpoint = load_checkpoint(self.store)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"resume=true, but {error}") from error
+        if checkpoint.manifest["env_version"] != self.env.version:
+            log.warning(
+                "resuming a checkpoint of env version %s with env version %s",
+                checkpoint.manifest["env_version"],
+                self.env.version,
+            )
+        self.learner.load_state_dict({"model": checkpoint.weights, **checkpoint.trainer["learner"]})
+        self.counters = Counters(**checkpoint.trainer["counters"])
+        log.info("resumed from %s at %s env steps", checkpoint.name, self.counters.env_steps)
+
+    def save(self) -> str:
+        manifest = {
+            "env_id": self.env.env_id,
+            "env_version": self.env.version,
+            "observation_space": space_to_json(self.env.observation_space),
+            "action_space": space_to_json(self.env.action_space),
+            "env_steps": self.counters.env_steps,
+            "policy_version": self.learner.version,
+            "counters": dataclasses.asdict(self.counters),
+            "train_return": self.episodes.summary()["train_return"],
+            "config": dataclasses.asdict(self.config),
+        }
+        state = self.learner.state_dict()
+        trainer = {
+            "learner": {"optimizer": state["optimizer"], "version": state["version"]},
+            "counters": dataclasses.asdict(self.counters),
+        }
+        return save_checkpoint(
+            self.store, state["model"], trainer, manifest, self.config.checkpoint.keep_last
+        )
+
+    # -- the run --------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self._write_run_record()
+        with ray_session(self.config):
+            actors = self._start_actors()
+            metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+            progress = ConsoleProgress(
+                self.config.train.env_steps, self.counters.env_steps, self.config.train.progress
+            )
+            try:
+                self._loop(actors, metrics, progress)
+            finally:
+                progress.close()
+                metrics.close()
+                for actor in actors:
+                    ray.kill(actor)
+        uri = self.save()
+        log.info("run finished at %s env steps; checkpoint %s", self.counters.env_steps, uri)
+        return TrainResult(
+            self.run_dir, self.counters, uri, self.episodes.summary()["train_return"]
+        )
+
+    def _start_actors(self) -> list[ray.actor.ActorHandle]:
+        cfg = self.config
+        remote = ray.remote(RolloutWorker)
+        log_dir = str(self.run_dir) if cfg.transition_log.enabled else None
+        return [
+            remote.options(
+                name=rollout_actor_name(self.run_dir, i),
+                num_cpus=cfg.actors.num_cpus,
+                max_restarts=cfg.actors.max_restarts,
+            ).remote(i, cfg.env, cfg.actors, cfg.learner, cfg.train.seed, log_dir)
+            for i in range(cfg.actors.num_actors)
+        ]
+
+    def _loop(self, actors, metrics: MetricsLog, progress: ConsoleProgress) -> None:
+        cfg = self.config
+        weights = ray.put(self.learner.weights())
+        pending = {
+            actor.sample.remote(weights): i
+            for i, actor in enumerate(actors)
+            for _ in range(cfg.actors.max_in_flight)
+        }
+        failures = dict.fromkeys(range(len(actors)), 0)
+        interval = cfg.checkpoint.every_env_steps
+        next_checkpoint = (self.counters.env_steps // interval + 1) * interval
+        started, start_steps = time.monotonic(), self.counters.env_steps
+        while self.counters.env_steps < cfg.train.env_steps:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ref)
+            try:
+                batch = ray.get(ref)
+            except (RayActorError, RayTaskError) as error:
+                self.counters.actor_failures += 1
+                failures[i] += 1
+                if failures[i] > MAX_CONSECUTIVE_FAILURES:
+                    raise RuntimeError(f"rollout actor {i} keeps failing") from error
+                log.warning(
+                    "rollout actor %d failed (%s); Ray restarts it", i, type(error).__name__
+                )
+                pending[actors[i].sample.remote(weights)] = i
+                continue
+            failures[i] = 0
+            pending[actors[i].sample.remote(weights)] = i  # keep the actor busy meanwhile
+            lag = self.learner.version - int(column_numpy(batch, "policy_version").min())
+            if lag > cfg.learner.max_policy_lag:
+                self.counters.dropped_batches += 1
+                continue
+            stats = self.learner.update(batch)
+            weights = ray.put(self.learner.weights())
+            self.counters.env_steps += batch.num_rows
+            self.counters.updates += 1
+            self.episodes.add(batch)
+            self.counters.episodes = self.episodes.episodes + self._episodes_before()
+            elapsed = max(time.monotonic() - started, 1e-9)
+            row = {
+                "env_steps": self.counters.env_steps,
+                "updates": self.counters.updates,
+                "policy_version": self.learner.version,
+                "time_s": elapsed,
+                "env_steps_per_second": (self.counters.env_steps - start_steps) / elapsed,
+                "dropped_batches": self.counters.dropped_batches,
+                "actor_failures": self.counters.actor_failures,
+                **self.episodes.summary(),
+                **stats,
+            }
+            metrics.write(row)
+            progress.update(self.counters.env_steps, row)
+            if self.counters.env_steps >= next_checkpoint:
+                self.save()
+                next_checkpoint += interval
+
+    def _episodes_before(self) -> int:
+        return getattr(self, "_resumed_episodes", 0)
+
+    def _write_run_record(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {
+            "env_id": self.env.env_id,
+            "env_version": self.env.version,
+            "run_seed": self.config.train.seed,
+            "seed_derivation": (
+                "actor envs: SeedSequence([run_seed, actor_id, incarnation]).generate_state(n); "
+                "recorded per actor life in transitions/actor-*/incarnation-*.json"
+            ),
+            "resumed_from_env_steps": self.counters.env_steps if self.config.resume else None,
+            "started": time.time(),
+        }
+        name = "run.json" if not self.config.resume else f"run-resume-{int(time.time())}.json"
+        write_atomic(self.run_dir / name, json.dumps(record, indent=2).encode())
+        write_atomic(
+            self.run_dir / "config.json",
+            json.dumps(dataclasses.asdict(self.config), indent=2).encode(),
+        )
+
+
+def rollout_actor_name(run_dir: Path, index: int) -> str:
+    """Ray name of a run's rollout actor (for operators: ``ray.get_actor(name)``)."""
+    return f"turnwise-rollout-{index}@{run_dir.resolve()}"
+
+
+def train(config: Config, run_dir: str | Path) -> TrainResult:
+    return Trainer(config, Path(run_dir)).run()
+
+
+def mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else float("nan")

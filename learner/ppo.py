@@ -1,0 +1,207 @@
+"""PPO over Arrow transition batches, with V-trace correction for lagged data."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from gymnasium import spaces
+
+from learner.policy import build_policy, numpy_weights
+from learner.returns import gae, vtrace
+from turnwise.config import PPOConfig
+from turnwise.schema import column_matrix, column_numpy
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Rollout:
+    """A batch as time-major (T, B) tensors on the learner's device."""
+
+    obs: torch.Tensor  # (T, B, D) raw observations
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    ends: torch.Tensor  # terminated | truncated
+    terminated: torch.Tensor
+    behaviour_logp: torch.Tensor
+    policy_version: torch.Tensor
+    bootstrap_obs: torch.Tensor  # (K, D) rows of bootstrap_obs that are present
+    bootstrap_index: torch.Tensor  # (K,) flat row index of each
+
+
+def to_rollout(batch: pa.RecordBatch, device: torch.device) -> Rollout:
+    """Zero-copy from Arrow to NumPy to torch, then one copy to the device."""
+    envs = int(column_numpy(batch, "env_index").max()) + 1
+    steps = batch.num_rows // envs
+    if steps * envs != batch.num_rows:
+        raise ValueError(f"batch of {batch.num_rows} rows is not time-major over {envs} envs")
+
+    def tensor(name: str, dtype=None) -> torch.Tensor:
+        array = column_numpy(batch, name)
+        return torch.from_numpy(array).to(device, dtype).reshape(steps, envs)
+
+    with warnings.catch_warnings():  # Arrow's buffers are read-only; torch only reads them
+        warnings.simplefilter("ignore", UserWarning)
+        obs = torch.from_numpy(column_matrix(batch, "obs")).to(device)
+    bootstrap = batch.column("bootstrap_obs")
+    present = np.flatnonzero(bootstrap.is_valid().to_numpy(zero_copy_only=False))
+    bootstrap_obs = torch.from_numpy(column_matrix(batch.take(present), "bootstrap_obs"))
+    terminated = tensor("terminated")
+    return Rollout(
+        obs=obs.reshape(steps, envs, -1),
+        actions=tensor("action", torch.int64),
+        rewards=tensor("reward", torch.float32),
+        ends=terminated | tensor("truncated"),
+        terminated=terminated,
+        behaviour_logp=tensor("logp", torch.float32),
+        policy_version=tensor("policy_version"),
+        bootstrap_obs=bootstrap_obs.to(device),
+        bootstrap_index=torch.from_numpy(present).to(device),
+    )
+
+
+class PPOLearner:
+    """``update(batch)`` consumes one Arrow batch; ``weights()`` publishes the policy."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        config: PPOConfig,
+        device: str = "auto",
+    ) -> None:
+        self.config = config
+        self.device = pick_device(device)
+        norm = config.normalizer
+        self.model = build_policy(
+            observation_space,
+            action_space,
+            config.hidden_sizes,
+            norm.kind,
+            norm.window_env_steps,
+            norm.clip,
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, eps=1e-5)
+        self.version = 0
+
+    def weights(self) -> tuple[int, dict[str, np.ndarray]]:
+        return self.version, numpy_weights(self.model)
+
+    def update(self, batch: pa.RecordBatch) -> dict[str, float]:
+        data = to_rollout(batch, self.device)
+        steps, envs, _ = data.obs.shape
+        self.model.normalizer.update(data.obs.reshape(steps * envs, -1))
+        targets, advantages, log_rhos = self._targets(data)
+        stats = self._optimize(data, targets, advantages)
+        self.version += 1
+        lag = (self.version - 1 - data.policy_version).float()
+        stats.update(
+            policy_lag=float(lag.mean()),
+            importance_weight=float(torch.exp(log_rhos).mean()),
+            value_target=float(targets.mean()),
+        )
+        return stats
+
+    @torch.no_grad()
+    def _targets(self, data: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        steps, envs, obs_size = data.obs.shape
+        dist, values = self.model.distribution(data.obs.reshape(-1, obs_size))
+        log_rhos = dist.log_prob(data.actions.reshape(-1)) - data.behaviour_logp.reshape(-1)
+        log_rhos = log_rhos.reshape(steps, envs)
+        values = values.reshape(steps, envs)
+        next_values = torch.zeros(steps * envs, device=self.device)
+        next_values[: (steps - 1) * envs] = values[1:].reshape(-1)
+        if len(data.bootstrap_index):
+            _, boot = self.model.distribution(data.bootstrap_obs)
+            next_values[data.bootstrap_index] = boot
+        next_values = next_values.reshape(steps, envs)
+        next_values = torch.where(data.terminated, 0.0, next_values)
+        if cfg.correction == "vtrace":
+            targets, advantages = vtrace(
+                data.rewards,
+                values,
+                next_values,
+                data.ends,
+                log_rhos,
+                cfg.gamma,
+                cfg.gae_lambda,
+                cfg.rho_clip,
+                cfg.c_clip,
+            )
+        elif cfg.correction == "none":
+            advantages = gae(
+                data.rewards, values, next_values, data.ends, cfg.gamma, cfg.gae_lambda
+            )
+            targets = values + advantages
+        else:
+            raise ValueError(f"learner.correction must be 'vtrace' or 'none', got {cfg.correction}")
+        return targets, advantages, log_rhos
+
+    def _optimize(
+        self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor
+    ) -> dict[str, float]:
+        cfg = self.config
+        obs = data.obs.reshape(-1, data.obs.shape[-1])
+        actions, old_logp = data.actions.reshape(-1), data.behaviour_logp.reshape(-1)
+        targets, advantages = targets.reshape(-1), advantages.reshape(-1)
+        totals: dict[str, float] = {}
+        n = len(obs)
+        for _ in range(cfg.epochs):
+            for index in torch.randperm(n, device=self.device).split(cfg.minibatch_size):
+                losses = self._losses(
+                    obs[index], actions[index], old_logp[index], targets[index], advantages[index]
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + float(value.detach())
+        updates = cfg.epochs * -(-n // cfg.minibatch_size)
+        return {key: value / updates for key, value in totals.items()}
+
+    def _losses(self, obs, actions, old_logp, targets, advantages) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        dist, values = self.model.distribution(obs)
+        logp = dist.log_prob(actions)
+        ratio = torch.exp(logp - old_logp)
+        adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -torch.min(
+            ratio * adv, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv
+        ).mean()
+        value_loss = 0.5 * ((values - targets) ** 2).mean()
+        entropy = dist.entropy().mean()
+        loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - torch.log(ratio)).mean()
+            clip_fraction = ((ratio - 1).abs() > cfg.clip).float().mean()
+        return {
+            "loss": loss,
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": approx_kl,
+            "clip_fraction": clip_fraction,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "version": self.version,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])

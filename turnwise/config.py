@@ -1,0 +1,129 @@
+"""The run configuration: one dataclass per component, registered in Hydra's ConfigStore.
+
+``conf/config.yaml`` starts from the ``turnwise`` schema below, so every group file
+and every command-line override is checked against these dataclasses at compose
+time: a misspelled key or a wrong type fails before Ray starts, naming the key.
+Library options pass through as one mapping (``ray.init``, ``env.kwargs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class EnvConfig:
+    id: str = "Warehouse-v0"  # any registered Gymnasium env id
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's constructor
+    vectorization: str = "auto"  # auto: the env's batched vector_entry_point if it has one; sync
+
+
+@dataclass
+class ActorsConfig:
+    num_actors: int = 2  # rollout actors (Ray processes)
+    envs_per_actor: int = 64  # environments each actor steps
+    fragment_length: int = 64  # steps per env in one batch (batch rows = this x envs_per_actor)
+    max_in_flight: int = 1  # sample() calls outstanding per actor
+    num_cpus: float = 0.5  # CPUs Ray reserves per rollout actor
+    max_restarts: int = -1  # Ray restarts a crashed actor this often (-1: always)
+
+
+@dataclass
+class NormalizerConfig:
+    kind: str = "window"  # window: running mean/var over the last window_env_steps; none
+    window_env_steps: int = 200_000  # how far back the statistics reach (tracks drift)
+    clip: float = 10.0  # normalized observations are clipped to [-clip, clip]
+
+
+@dataclass
+class PPOConfig:
+    lr: float = 1e-3  # Adam learning rate
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE / V-trace lambda
+    clip: float = 0.2  # PPO ratio clip
+    epochs: int = 3  # passes over each batch
+    minibatch_size: int = 2048  # rows per gradient step
+    value_coef: float = 0.5  # weight of the value loss
+    entropy_coef: float = 0.01  # weight of the entropy bonus
+    max_grad_norm: float = 0.5  # gradient clipping
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths (actor, critic)
+    max_policy_lag: int = 8  # batches from older policy versions are dropped
+    correction: str = "vtrace"  # off-policy correction for lagged data: vtrace or none
+    rho_clip: float = 1.0  # V-trace rho-bar (importance weight truncation)
+    c_clip: float = 1.0  # V-trace c-bar (trace cutting)
+    device: str = "auto"  # auto: cuda when available, else cpu
+    normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    uri: str = ""  # local dir or s3://bucket/prefix; empty: RUN_DIR/checkpoints
+    every_env_steps: int = 50_000  # checkpoint interval
+    keep_last: int = 3  # older checkpoints are deleted (best is always kept)
+
+
+@dataclass
+class TransitionLogConfig:
+    enabled: bool = True  # every transition to Parquet under RUN_DIR/transitions
+
+
+@dataclass
+class EvaluatorConfig:
+    enabled: bool = True  # run the external evaluator actor during training
+    every_env_steps: int = 50_000  # evaluate at each multiple of this many env steps
+    episodes: int = 32  # fixed evaluation episodes
+    seed: int = 1_000_000  # first evaluation seed (disjoint from training seeds)
+
+
+@dataclass
+class MonitoringConfig:
+    metrics_port: int = 0  # Prometheus endpoint on 127.0.0.1 (0: off)
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # empty: start a local Ray; "auto" or host:port: join a cluster
+    init: dict[str, Any] = field(default_factory=dict)  # further ray.init keyword arguments
+
+
+@dataclass
+class TrainConfig:
+    env_steps: int = 1_000_000  # env-step budget
+    seed: int = 0  # root of every actor and env seed
+    progress: bool = True  # live progress display on the console
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
+    learner: PPOConfig = field(default_factory=PPOConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    transition_log: TransitionLogConfig = field(default_factory=TransitionLogConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resume: bool = False  # continue the run in RUN_DIR from its latest checkpoint
+
+
+GROUPS: dict[str, type] = {
+    "env": EnvConfig,
+    "actors": ActorsConfig,
+    "learner": PPOConfig,
+    "checkpoint": CheckpointConfig,
+    "evaluator": EvaluatorConfig,
+    "monitoring": MonitoringConfig,
+    "ray": RayConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the schema ("turnwise") and one schema per group ("<group>_schema")."""
+    store = ConfigStore.instance()
+    store.store(name="turnwise", node=Config)
+    for group, node in GROUPS.items():
+        store.store(group=group, name=f"{group}_schema", node=node)
