@@ -52,7 +52,7 @@ class ActorCritic(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> tuple[Categorical, torch.Tensor]:
         logits, value = self(obs)
-        return Categorical(logits=logits), value
+        return Categorical(logits=logits, validate_args=False), value
 
     @torch.no_grad()
     def act(

@@ -18,7 +18,7 @@ from sims.warehouse import (
     make_config,
     optimal_return,
 )
-from sims.warehouse.layout import bfs_distances
+from sims.warehouse.layout import DROP, MOVES, PICK, bfs_distances
 from sims.warehouse.vector import batched_bfs
 
 SEEDS = range(40)
@@ -155,7 +155,37 @@ def test_reward_components_sum_to_the_reward_and_are_reported_every_step():
         seen |= {name for name, value in parts.items() if value}
         if terminated or truncated:
             env.reset()
-    assert seen == {"step", "progress", "pick", "deliver", "penalty"}
+    assert seen >= {"step", "progress", "pick", "deliver"}
+
+
+def walk_to(env: WarehouseEnv, cell: tuple[int, int]) -> None:
+    """Walk a shortest path to ``cell`` (a shelf or the drop-off)."""
+    dist = env.distance_map(cell)
+    while env.robot != tuple(cell):
+        here = dist[env.robot]
+        for action, (dr, dc) in MOVES.items():
+            r, c = env.robot[0] + dr, env.robot[1] + dc
+            if 0 <= r < dist.shape[0] and 0 <= c < dist.shape[1] and dist[r, c] == here - 1:
+                env.step(action)
+                break
+
+
+def test_wrong_pick_and_wrong_drop_are_penalized_and_no_ops_are_not():
+    env = WarehouseEnv()
+    env.reset(seed=0)
+    penalty = lambda action: env.step(action)[4]["reward_components"]["penalty"]  # noqa: E731
+    assert penalty(DROP) == 0.0  # empty hands: a no-op
+    wrong = next(k for k in range(env.config.n_items) if k != env.current_item)
+    walk_to(env, tuple(env.shift.shelves[wrong]))
+    stock = env.inventory[wrong]
+    assert penalty(PICK) == env.config.rewards.wrong_pick
+    assert env.carrying == wrong + 1 and env.inventory[wrong] == stock - 1
+    assert penalty(PICK) == 0.0  # hands full: a no-op
+    walk_to(env, env.shift.dropoff)
+    assert penalty(DROP) == env.config.rewards.wrong_drop  # not the ordered item
+    walk_to(env, tuple(env.shift.shelves[wrong]))
+    assert penalty(DROP) == 0.0  # put back where it belongs
+    assert env.carrying == 0 and env.inventory[wrong] == stock
 
 
 def test_milestone_is_paid_once_per_order():
@@ -189,7 +219,8 @@ def test_inventory_drifts_over_a_long_run_and_shows_in_observations():
     env, oracle = WarehouseEnv(), WarehouseOracle()
     obs, _ = env.reset(seed=5)
     k = env.config.n_items
-    inventory_slice = slice(2 + 2 + 2 * k + 2 * (k + 1) + 1, 2 + 2 + 2 * k + 2 * (k + 1) + 1 + k)
+    start = 2 + 2 + 1 + 2 + 2 * k + 2 * (k + 1) + 1  # see sims/warehouse/observation.py
+    inventory_slice = slice(start, start + k)
     seen = {tuple(obs[inventory_slice])}
     for _ in range(30):
         oracle.run_shift(env)

@@ -24,8 +24,8 @@ class EnvConfig:
 @dataclass
 class ActorsConfig:
     num_actors: int = 2  # rollout actors (Ray processes)
-    envs_per_actor: int = 64  # environments each actor steps
-    fragment_length: int = 64  # steps per env in one batch (batch rows = this x envs_per_actor)
+    envs_per_actor: int = 128  # environments each actor steps
+    fragment_length: int = 32  # steps per env in one batch (batch rows = this x envs_per_actor)
     max_in_flight: int = 1  # sample() calls outstanding per actor
     num_cpus: float = 0.5  # CPUs Ray reserves per rollout actor
     max_restarts: int = -1  # Ray restarts a crashed actor this often (-1: always)

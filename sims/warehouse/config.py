@@ -16,8 +16,8 @@ class RewardWeights:
     progress: float = 0.01  # a move that brings the robot closer to its current target
     pick: float = 1.0  # milestone: the current order's item picked (once per order)
     deliver: float = 10.0  # sparse success: the current order delivered at the drop-off
-    wrong_pick: float = -0.1  # a pick that takes the wrong item, or nothing
-    wrong_drop: float = -0.1  # a drop that delivers nothing and returns nothing
+    wrong_pick: float = -0.1  # a pick that takes an item other than the current order's
+    wrong_drop: float = -0.1  # dropping an item where it is neither delivered nor returned
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
     def _pick(self) -> tuple[float, float]:
         w, item = self.config.rewards, self._shelf_here()
         if self.carrying or item < 0 or self.inventory[item] == 0:
-            return 0.0, w.wrong_pick
+            return 0.0, 0.0  # nothing to pick: a no-op that costs only the step
         self.carrying = item + 1
         self.inventory[item] -= 1
         if item != self.current_item:
@@ -221,7 +221,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
     def _drop(self) -> tuple[float, float]:
         w = self.config.rewards
         if self.carrying == 0:
-            return 0.0, w.wrong_drop
+            return 0.0, 0.0  # nothing to drop: a no-op
         item = self.carrying - 1
         if self.robot == self.shift.dropoff and item == self.current_item:
             self.carrying, self.pick_paid = 0, False
@@ -239,6 +239,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         return observation.encode(
             cfg,
             robot=robot,
+            target=np.array([self.target()], dtype=np.int64),
             dropoff=np.array([shift.dropoff], dtype=np.int64),
             shelves=shift.shelves[None],
             carrying=np.array([self.carrying]),

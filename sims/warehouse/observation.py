@@ -8,6 +8,9 @@ implementations produce bit-identical observations. Layout of the float32 vector
 slice               size    meaning
 ==================  ======  ===================================================
 robot               2       row / (H-1), col / (W-1)
+target_offset       2       (target - robot) / (H-1, W-1): where to head next (the
+                            shelf to pick from or return to, or the drop-off)
+at_target           1       1 when the robot stands on its target
 dropoff_offset      2       (drop-off - robot) / (H-1, W-1)
 shelf_offsets       2K      (shelf of item k - robot) / (H-1, W-1), k = 0..K-1
 carrying            K+1     one-hot: 0 = empty hands, 1 + k = carrying item k
@@ -29,7 +32,7 @@ from sims.warehouse.config import WarehouseConfig
 
 def observation_size(config: WarehouseConfig) -> int:
     k, v = config.n_items, 2 * config.view_radius + 1
-    return 2 + 2 + 2 * k + (k + 1) + (k + 1) + 1 + k + v * v + 1
+    return 2 + 2 + 1 + 2 + 2 * k + (k + 1) + (k + 1) + 1 + k + v * v + 1
 
 
 def observation_space(config: WarehouseConfig) -> spaces.Box:
@@ -54,6 +57,7 @@ def local_view(padded: np.ndarray, robot: np.ndarray, radius: int) -> np.ndarray
 def encode(
     config: WarehouseConfig,
     robot: np.ndarray,  # (B, 2) int
+    target: np.ndarray,  # (B, 2) int
     dropoff: np.ndarray,  # (B, 2) int
     shelves: np.ndarray,  # (B, K, 2) int
     carrying: np.ndarray,  # (B,) int, 0 = nothing, 1 + k = item k
@@ -68,6 +72,8 @@ def encode(
     scale = np.array([max(config.height - 1, 1), max(config.width - 1, 1)], dtype=np.float32)
     parts = [
         robot.astype(np.float32) / scale,
+        (target - robot).astype(np.float32) / scale,
+        (target == robot).all(1, keepdims=True).astype(np.float32),
         (dropoff - robot).astype(np.float32) / scale,
         ((shelves - robot[:, None, :]).astype(np.float32) / scale).reshape(batch, 2 * k),
         _one_hot(carrying, k + 1),

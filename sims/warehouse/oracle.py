@@ -66,8 +66,7 @@ def oracle_actions(env) -> np.ndarray:
     b = np.arange(env.num_envs)
     targets = env.targets()
     dist = env.distances[b, targets]  # (B, H, W)
-    goal_cells = np.concatenate([env.shelves, env.dropoff[:, None]], axis=1)[b, targets]
-    at_goal = (env.robot == goal_cells).all(1)
+    at_goal = (env.robot == env.target_cells()).all(1)
     here = dist[b, env.robot[:, 0], env.robot[:, 1]]
     action = np.full(env.num_envs, -1, dtype=np.int64)
     h, w = dist.shape[1:]

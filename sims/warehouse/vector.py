@@ -151,6 +151,11 @@ class WarehouseVectorEnv(VectorEnv):
             np.where(held == current, self.config.n_items, held),
         )
 
+    def target_cells(self) -> np.ndarray:
+        """(B, 2) cell each robot should head for next."""
+        cells = np.concatenate([self.shelves, self.dropoff[:, None]], axis=1)
+        return cells[np.arange(self.num_envs), self.targets()]
+
     def persistent_state(self, index: int) -> dict[str, list[int]]:
         return {"inventory": self.inventory[index].tolist()}
 
@@ -184,7 +189,7 @@ class WarehouseVectorEnv(VectorEnv):
         ok = picking & (self.carrying == 0) & (shelf_here >= 0) & (stock > 0)
         right = ok & (shelf_here == current)
         paid = right & ~self.pick_paid
-        parts["penalty"][picking & ~right] = w.wrong_pick
+        parts["penalty"][ok & ~right] = w.wrong_pick
         parts["pick"][paid] = w.pick
         self.pick_paid |= paid
         self.carrying = np.where(ok, shelf_here + 1, self.carrying)
@@ -197,7 +202,8 @@ class WarehouseVectorEnv(VectorEnv):
         deliver = dropping & (self.carrying > 0) & at_dropoff & (held == current)
         put_back = dropping & (self.carrying > 0) & ~deliver & (shelf_here == held)
         parts["deliver"][deliver] = w.deliver
-        parts["penalty"][dropping & ~deliver & ~put_back] = w.wrong_drop
+        holding = dropping & (self.carrying > 0)
+        parts["penalty"][holding & ~deliver & ~put_back] = w.wrong_drop
         self.inventory[b[put_back], held[put_back]] += 1
         self.carrying = np.where(deliver | put_back, 0, self.carrying)
         self.order_index += deliver
@@ -244,6 +250,7 @@ class WarehouseVectorEnv(VectorEnv):
         return observation.encode(
             cfg,
             robot=robot,
+            target=self.target_cells()[envs],
             dropoff=self.dropoff[envs],
             shelves=self.shelves[envs],
             carrying=self.carrying[envs],

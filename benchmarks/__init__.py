@@ -1,0 +1,1 @@
+"""Benchmarks of turnwise; each module runs with ``python -m benchmarks.<name>``."""
