@@ -7,9 +7,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from turnwise.config import register_configs
+from turnwise.config import register_configs, to_config
 
 register_configs()
 
@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     from learner.driver import train  # imported late: a config error never pays for Ray
 
     logging.getLogger("learner").setLevel(logging.INFO)
-    config = OmegaConf.to_object(cfg)
+    config = to_config(cfg)
     result = train(config, Path(HydraConfig.get().runtime.output_dir))
     print(
         f"done: {result.counters.env_steps:,} env steps, train return "

@@ -93,3 +93,22 @@ def numpy_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 def load_numpy_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+
+
+def policy_from_checkpoint(checkpoint) -> ActorCritic:
+    """Rebuild the policy a checkpoint (``turnwise.checkpoint.Checkpoint``) describes."""
+    from turnwise.spaces import space_from_json
+
+    manifest = checkpoint.manifest
+    learner = manifest["config"]["learner"]
+    norm = learner["normalizer"]
+    model = build_policy(
+        space_from_json(manifest["observation_space"]),
+        space_from_json(manifest["action_space"]),
+        learner["hidden_sizes"],
+        norm["kind"],
+        norm["window_env_steps"],
+        norm["clip"],
+    )
+    model.load_state_dict(checkpoint.weights)
+    return model.eval()

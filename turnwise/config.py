@@ -8,7 +8,9 @@ Library options pass through as one mapping (``ray.init``, ``env.kwargs``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -127,3 +129,47 @@ def register_configs() -> None:
     store.store(name="turnwise", node=Config)
     for group, node in GROUPS.items():
         store.store(group=group, name=f"{group}_schema", node=node)
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides: list[str] | None = None) -> Config:
+    """The run config for command-line style overrides, without running anything.
+
+    >>> compose_config(["+exp=warehouse", "train.env_steps=1000"]).train.env_steps
+    1000
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_config(compose("config", overrides=overrides or []))
+
+
+def to_config(cfg: Any) -> Config:
+    """The composed DictConfig as a :class:`Config`, refusing keys the schema lacks
+    (Hydra's ``+key=value`` can add them past struct mode)."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    unknown = list(_unknown_keys(Config, data, ""))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; see turnwise/config.py for the schema")
+    return OmegaConf.to_object(cfg)
+
+
+def _unknown_keys(schema: type, data: dict[str, Any], prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in data.items():
+        if key not in fields:
+            yield prefix + key
+            continue
+        nested = (
+            fields[key].default_factory
+            if dataclasses.is_dataclass(fields[key].default_factory)
+            else None
+        )
+        if nested is not None and isinstance(value, dict):
+            yield from _unknown_keys(nested, value, f"{prefix}{key}.")

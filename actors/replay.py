@@ -1,0 +1,525 @@
+"""Replay a logged episode: print it step by step, or re-simulate it and check it.
+
+Usage::
+
+    python -m actors.replay RUN_DIR --list [--limit N]
+    python -m actors.replay RUN_DIR --episode 0.0.3.5
+    python -m actors.replay RUN_DIR --episode 0.0.3.5 --verify
+
+``--list`` prints the run's episodes (id, logged steps, return, whether the last
+logged step ended the episode). ``--episode ID`` prints one episode as a table, a
+row per step: action, reward and its components, how the step ended, the policy
+version and the key state decoded from the observation. With ``--verify`` it
+prints no table: it rebuilds the env from the run's ``config.json``, resets it
+with the episode's replay record (``episode_seed`` / ``reset_options`` on step 0)
+and steps it with the logged actions, comparing every logged field the simulator
+determines (obs, reward, reward components, terminated, truncated, bootstrap_obs,
+episode_return, env_version). An episode the run stopped in the middle of is
+verified as far as it was logged.
+
+Exit status: 0 success, 1 the re-simulation differs from the log (the first
+difference is named: step, field, logged and re-simulated values), 2 a usage
+problem (no such run directory, no transitions, unknown episode).
+
+:func:`verify_episode` does the same check in-process and returns a
+:class:`VerifyResult`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from rich.console import Console
+from rich.table import Table
+
+from actors.envs import describe_env, make_env
+from actors.transition_log import part_files, transitions
+from sims import WAREHOUSE_ID
+from sims.warehouse.layout import ACTION_NAMES
+from turnwise.config import EnvConfig
+
+LIST_LIMIT = 50  # episodes --list shows unless told otherwise
+OBS_PREVIEW = 4  # observation values shown as the key state of envs we cannot decode
+
+
+class ReplayError(Exception):
+    """A problem with the request or the run directory, not with the episode (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first place where the log and the re-simulation disagree."""
+
+    step: int
+    field: str
+    logged: Any
+    simulated: Any
+    note: str = ""
+
+    def __str__(self) -> str:
+        text = (
+            f"step {self.step}: {self.field} differs: logged {self.logged}, "
+            f"re-simulated {self.simulated}"
+        )
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    episode_id: str
+    steps: int  # steps that matched the log
+    mismatch: Mismatch | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatch is None
+
+    def message(self) -> str:
+        if self.mismatch is None:
+            return f"verified {self.steps} steps of episode {self.episode_id}"
+        return f"episode {self.episode_id} does not replay: {self.mismatch}"
+
+
+@dataclass(frozen=True)
+class EpisodeSummary:
+    episode_id: str
+    steps: int
+    total_reward: float
+    terminated: bool
+    truncated: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.terminated or self.truncated
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What the re-simulated env returned for one step."""
+
+    obs: np.ndarray
+    reward: float
+    terminated: bool
+    truncated: bool
+    components: dict[str, float]
+    episode_return: float
+
+
+# -- reading the run ----------------------------------------------------------------
+
+
+def open_run(run_dir: str | Path) -> Path:
+    """The run directory, checked to exist and to hold transitions."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ReplayError(f"no run directory {str(path)!r}")
+    if next(part_files(path), None) is None:
+        raise ReplayError(f"no transitions under {path / 'transitions'}")
+    return path
+
+
+def load_env_config(run_dir: Path) -> EnvConfig:
+    """The run's env config, from ``config.json``."""
+    path = run_dir / "config.json"
+    try:
+        return EnvConfig(**json.loads(path.read_text())["env"])
+    except FileNotFoundError as error:
+        raise ReplayError(f"{path} not found: it says which env the run used") from error
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ReplayError(f"{path} has no valid 'env' entry: {error}") from error
+
+
+def load_episode(run_dir: Path, episode_id: str) -> pa.Table:
+    """Every logged row of one episode, in step order."""
+    condition = pc.field("episode_id") == episode_id
+    actor = _actor_of(episode_id)
+    if actor is not None:  # lets Parquet skip other actors' parts by their statistics
+        condition = condition & (pc.field("actor_id") == actor)
+    table = transitions(run_dir).to_table(filter=condition)
+    if table.num_rows == 0:
+        raise ReplayError(
+            f"no episode {episode_id!r} in {run_dir}; "
+            f"`python -m actors.replay {run_dir} --list` shows its episodes"
+        )
+    return table.sort_by("step")
+
+
+def list_episodes(run_dir: Path) -> list[EpisodeSummary]:
+    """One summary per logged episode, in id order (actor, incarnation, env, n)."""
+    columns = ["episode_id", "step", "reward", "terminated", "truncated"]
+    table = transitions(run_dir).to_table(columns=columns)
+    aggregates = [(c, "any") for c in ("terminated", "truncated")]
+    grouped = table.group_by("episode_id").aggregate(
+        [("step", "count"), ("reward", "sum"), *aggregates]
+    )
+    summaries = [
+        EpisodeSummary(
+            row["episode_id"],
+            row["step_count"],
+            row["reward_sum"],
+            row["terminated_any"],
+            row["truncated_any"],
+        )
+        for row in grouped.to_pylist()
+    ]
+    return sorted(summaries, key=lambda s: _id_key(s.episode_id))
+
+
+def _id_parts(episode_id: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in episode_id.split("."))
+    except ValueError:
+        return None
+
+
+def _actor_of(episode_id: str) -> int | None:
+    parts = _id_parts(episode_id)
+    return parts[0] if parts and len(parts) == 4 else None
+
+
+def _id_key(episode_id: str) -> tuple[int, tuple[int, ...], str]:
+    parts = _id_parts(episode_id)
+    return (0, parts, "") if parts is not None else (1, (), episode_id)
+
+
+def reward_component_names(table: pa.Table) -> list[str]:
+    metadata = table.schema.metadata or {}
+    if b"turnwise.reward_components" in metadata:
+        return json.loads(metadata[b"turnwise.reward_components"])
+    return [name.removeprefix("reward_") for name in table.column_names if name[:7] == "reward_"]
+
+
+# -- verification ---------------------------------------------------------------------
+
+
+def verify_episode(run_dir: str | Path, episode_id: str) -> VerifyResult:
+    """Re-simulate one logged episode and compare it with the log, step by step."""
+    run = open_run(run_dir)
+    return verify_table(load_episode(run, episode_id), load_env_config(run))
+
+
+def verify_table(table: pa.Table, config: EnvConfig) -> VerifyResult:
+    """Verify one episode's rows (sorted by step) against a fresh env built from ``config``."""
+    episode_id = table.column("episode_id")[0].as_py()
+    rows = table.to_pylist()
+    problem = (
+        _check_env_identity(table, config, rows) or _check_steps(rows) or _check_record(rows[0])
+    )
+    if problem is not None:
+        return VerifyResult(episode_id, 0, problem)
+    env = _build_env(config)
+    try:
+        return _resimulate(env, rows, reward_component_names(table), episode_id)
+    finally:
+        env.close()
+
+
+def _build_env(config: EnvConfig) -> gymnasium.Env:
+    try:
+        return make_env(config)
+    except ValueError as error:
+        raise ReplayError(f"cannot rebuild the run's env: {error}") from error
+
+
+def _check_env_identity(table: pa.Table, config: EnvConfig, rows: list[dict]) -> Mismatch | None:
+    logged_id = (table.schema.metadata or {}).get(b"turnwise.env_id", b"").decode()
+    if logged_id and logged_id != config.id:
+        return Mismatch(0, "env id", logged_id, config.id, "config.json names another env")
+    try:
+        version = describe_env(config).version
+    except ValueError as error:
+        raise ReplayError(f"cannot rebuild the run's env: {error}") from error
+    for row in rows:
+        if row["env_version"] != version:
+            note = "the simulator's code or its config changed since the run was logged"
+            return Mismatch(row["step"], "env_version", row["env_version"], version, note)
+    return None
+
+
+def _check_steps(rows: list[dict]) -> Mismatch | None:
+    for index, row in enumerate(rows):
+        if row["step"] != index:
+            note = (
+                "the episode's first rows are not in the log; it cannot be re-created"
+                if index == 0
+                else "logged steps are not contiguous (rows missing or duplicated)"
+            )
+            return Mismatch(index, "step", row["step"], index, note)
+    return None
+
+
+def _check_record(first: dict) -> Mismatch | None:
+    if first["episode_seed"] is None and first["reset_options"] is None:
+        note = "step 0 carries neither episode_seed nor reset_options"
+        return Mismatch(0, "episode_seed/reset_options", None, "a replay record", note)
+    return None
+
+
+def _resimulate(
+    env: gymnasium.Env, rows: list[dict], components: list[str], episode_id: str
+) -> VerifyResult:
+    first = rows[0]
+    options = None if first["reset_options"] is None else json.loads(first["reset_options"])
+    obs, _ = env.reset(seed=first["episode_seed"], options=options)
+    episode_return, ended = 0.0, False
+    for row in rows:
+        step = row["step"]
+        if ended:
+            note = "logged rows continue after the episode ended"
+            return VerifyResult(episode_id, step, Mismatch(step, "step", step, "none", note))
+        mismatch = _obs_mismatch(step, "obs", row["obs"], obs)
+        if mismatch is not None:
+            return VerifyResult(episode_id, step, mismatch)
+        try:
+            outcome = _step(env, row["action"], episode_return)
+        except Exception as error:  # the simulator rejecting a logged action is a finding
+            mismatch = Mismatch(step, "action", row["action"], f"env.step raised {error!r}")
+            return VerifyResult(episode_id, step, mismatch)
+        mismatch = next(_step_mismatches(row, outcome, components), None)
+        if mismatch is not None:
+            return VerifyResult(episode_id, step, mismatch)
+        obs, episode_return = outcome.obs, outcome.episode_return
+        ended = outcome.terminated or outcome.truncated
+    return VerifyResult(episode_id, len(rows))
+
+
+def _step(env: gymnasium.Env, action: Any, episode_return: float) -> StepOutcome:
+    if isinstance(action, list):
+        action = np.asarray(action, dtype=np.float32).reshape(env.action_space.shape)
+    obs, reward, terminated, truncated, info = env.step(action)
+    return StepOutcome(
+        obs=obs,
+        reward=float(reward),
+        terminated=bool(terminated),
+        truncated=bool(truncated),
+        components={k: float(v) for k, v in info.get("reward_components", {}).items()},
+        episode_return=episode_return + float(reward),
+    )
+
+
+def _step_mismatches(row: dict, out: StepOutcome, components: list[str]) -> Iterator[Mismatch]:
+    """Every disagreement of one step's logged fields with its re-simulation, in order."""
+    step = row["step"]
+    yield from _float_mismatch(step, "reward", row["reward"], out.reward)
+    for name in components:
+        simulated = out.components.get(name)
+        yield from _float_mismatch(step, f"reward_{name}", row[f"reward_{name}"], simulated)
+    for name in ("terminated", "truncated"):
+        if row[name] != getattr(out, name):
+            yield Mismatch(step, name, row[name], getattr(out, name))
+    yield from _bootstrap_mismatch(row, out)
+    yield from _return_mismatch(row, out)
+
+
+def _bootstrap_mismatch(row: dict, out: StepOutcome) -> Iterator[Mismatch]:
+    step, logged = row["step"], row["bootstrap_obs"]
+    if logged is None and out.truncated:
+        note = "a truncated step must carry its final observation"
+        yield Mismatch(step, "bootstrap_obs", None, "the final observation", note)
+    elif logged is not None:
+        mismatch = _obs_mismatch(step, "bootstrap_obs", logged, out.obs)
+        if mismatch is not None:
+            yield mismatch
+
+
+def _return_mismatch(row: dict, out: StepOutcome) -> Iterator[Mismatch]:
+    step, logged = row["step"], row["episode_return"]
+    if out.terminated or out.truncated:
+        yield from _float_mismatch(step, "episode_return", logged, out.episode_return)
+    elif logged is not None:
+        note = "episode_return belongs on the episode's last step only"
+        yield Mismatch(step, "episode_return", _f32(logged), None, note)
+
+
+def _float_mismatch(
+    step: int, name: str, logged: float | None, simulated: Any
+) -> Iterator[Mismatch]:
+    """Logged floats are float32: the re-simulated value must round to the same one."""
+    if logged is None or simulated is None:
+        if logged is not simulated:
+            yield Mismatch(step, name, _f32(logged), _f32(simulated))
+        return
+    a, b = np.float32(logged), np.float32(simulated)
+    if not (a == b or (np.isnan(a) and np.isnan(b))):
+        yield Mismatch(step, name, a, b)
+
+
+def _obs_mismatch(step: int, name: str, logged: list[float], simulated: Any) -> Mismatch | None:
+    a = np.asarray(logged, dtype=np.float32)
+    b = np.asarray(simulated, dtype=np.float32).reshape(-1)
+    if a.shape != b.shape:
+        return Mismatch(step, f"{name} shape", a.shape, b.shape)
+    differ = np.flatnonzero(~((a == b) | (np.isnan(a) & np.isnan(b))))
+    if len(differ) == 0:
+        return None
+    i = int(differ[0])
+    return Mismatch(step, f"{name}[{i}]", a[i], b[i], f"{len(differ)} of {a.size} values differ")
+
+
+def _f32(value: float | None) -> np.float32 | None:
+    return None if value is None else np.float32(value)
+
+
+# -- printing -------------------------------------------------------------------------
+
+
+def print_listing(summaries: list[EpisodeSummary], limit: int, console: Console) -> None:
+    shown = summaries if limit <= 0 else summaries[:limit]
+    table = Table("episode", "steps", "return", "complete")
+    for s in shown:
+        ending = "terminated" if s.terminated else "truncated" if s.truncated else ""
+        complete = f"yes ({ending})" if s.complete else "no (run stopped)"
+        table.add_row(s.episode_id, str(s.steps), f"{s.total_reward:.4g}", complete)
+    console.print(table)
+    done = sum(s.complete for s in summaries)
+    note = f"{len(summaries)} episodes, {done} complete"
+    if len(shown) < len(summaries):
+        note += f"; showing the first {len(shown)} (--limit 0 shows all)"
+    console.print(note)
+
+
+def print_episode(table: pa.Table, config: EnvConfig, console: Console) -> None:
+    env = _build_env(config)
+    try:
+        base = env.unwrapped
+        warehouse = getattr(base, "config", None) if config.id == WAREHOUSE_ID else None
+    finally:
+        env.close()
+    rows = table.to_pylist()
+    console.print(_header(rows, config))
+    console.print(_step_table(rows, reward_component_names(table), warehouse))
+
+
+def _header(rows: list[dict], config: EnvConfig) -> str:
+    first, last = rows[0], rows[-1]
+    versions = sorted({row["env_version"] for row in rows})
+    policies = sorted({row["policy_version"] for row in rows})
+    ending = "terminated" if last["terminated"] else "truncated" if last["truncated"] else None
+    total = sum(row["reward"] for row in rows)
+    lines = [
+        f"episode {first['episode_id']} (actor {first['actor_id']}, env {first['env_index']})",
+        f"env {config.id} {json.dumps(config.kwargs, sort_keys=True)}, "
+        f"version {', '.join(versions)}",
+        f"reset: seed={first['episode_seed']} options={first['reset_options']}"
+        if first["step"] == 0
+        else "reset: step 0 is not in the log",
+        f"{len(rows)} steps logged, "
+        + (f"ended {ending} on step {last['step']}" if ending else "run stopped mid-episode"),
+        f"return {total:.6g}"
+        + (f" (logged episode_return {last['episode_return']:.6g})" if ending else ""),
+        f"policy versions {policies[0]}..{policies[-1]}",
+    ]
+    return "\n".join(lines)
+
+
+def _step_table(rows: list[dict], components: list[str], warehouse: Any) -> Table:
+    table = Table("step", "action", "reward", *(f"reward_{c}" for c in components))
+    for name in ("done", "policy", "key state"):
+        table.add_column(name)
+    for row in rows:
+        done = "terminated" if row["terminated"] else "truncated" if row["truncated"] else ""
+        table.add_row(
+            str(row["step"]),
+            _action_text(row["action"], warehouse is not None),
+            _float_text(row["reward"]),
+            *(_float_text(row[f"reward_{c}"]) for c in components),
+            done,
+            str(row["policy_version"]),
+            _key_state(row["obs"], warehouse),
+        )
+    return table
+
+
+def _action_text(action: Any, warehouse: bool) -> str:
+    if warehouse and isinstance(action, int) and 0 <= action < len(ACTION_NAMES):
+        return ACTION_NAMES[action]
+    if isinstance(action, list):
+        return "[" + ", ".join(f"{v:.3g}" for v in action) + "]"
+    return str(action)
+
+
+def _float_text(value: float) -> str:
+    return "0" if value == 0 else str(np.float32(value))
+
+
+def _key_state(obs: list[float], warehouse: Any) -> str:
+    if warehouse is None:
+        values = ", ".join(f"{v:.4g}" for v in obs[:OBS_PREVIEW])
+        return f"obs[:{OBS_PREVIEW}] [{values}{', ...' if len(obs) > OBS_PREVIEW else ''}]"
+    return warehouse_state(np.asarray(obs, dtype=np.float32), warehouse)
+
+
+def warehouse_state(obs: np.ndarray, config: Any) -> str:
+    """Robot cell, item carried and current order, decoded from a Warehouse-v0 observation
+    (layout in :mod:`sims.warehouse.observation`)."""
+    k = config.n_items
+    row = round(float(obs[0]) * max(config.height - 1, 1))
+    col = round(float(obs[1]) * max(config.width - 1, 1))
+    carrying = int(np.argmax(obs[4 + 2 * k : 5 + 3 * k]))
+    order = int(np.argmax(obs[5 + 3 * k : 6 + 4 * k]))
+    held = f"item {carrying - 1}" if carrying else "nothing"
+    wanted = f"item {order - 1}" if order else "none (shift done)"
+    return f"robot ({row},{col}), carrying {held}, order {wanted}"
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m actors.replay",
+        description="Print or re-simulate an episode from a run's transition log.",
+    )
+    parser.add_argument("run_dir", help="the run directory (holds config.json, transitions/)")
+    parser.add_argument("--episode", metavar="ID", help='episode id, e.g. "0.0.3.5"')
+    parser.add_argument("--verify", action="store_true", help="re-simulate and compare")
+    parser.add_argument("--list", action="store_true", help="list the run's episodes")
+    parser.add_argument("--limit", type=int, default=LIST_LIMIT, help="episodes --list shows")
+    args = parser.parse_args(argv)
+    if args.episode is None and not args.list:
+        parser.error("give --episode ID or --list")
+    if args.verify and args.episode is None:
+        parser.error("--verify needs --episode ID")
+    return args
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    run_dir = open_run(args.run_dir)
+    if args.list:
+        print_listing(list_episodes(run_dir), args.limit, console)
+    if args.episode is None:
+        return 0
+    if args.verify:
+        result = verify_episode(run_dir, args.episode)
+        print(result.message(), file=sys.stdout if result.ok else sys.stderr)
+        return 0 if result.ok else 1
+    print_episode(load_episode(run_dir, args.episode), load_env_config(run_dir), console)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # tables stay readable when piped
+    try:
+        return run(args, console)
+    except ReplayError as error:
+        print(f"replay: error: {error}", file=sys.stderr)
+    except (pa.ArrowException, OSError) as error:
+        print(f"replay: error: cannot read the transition log: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
