@@ -52,9 +52,6 @@ def test_bad_overrides_fail_at_compose_time(override, error):
     with pytest.raises(error) as caught:
         compose_config(["+exp=warehouse", override])
     cause = caught.value.__cause__ or caught.value
-    assert isinstance(
-        cause, ConfigKeyError | ValidationError | ConfigCompositionException | ValueError
-    )
     key = override.split("=")[0].lstrip("+")
     assert key in str(caught.value) + str(cause)
 
