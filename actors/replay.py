@@ -41,14 +41,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from actors.envs import describe_env, make_env
 from actors.transition_log import part_files, transitions
 from sims import WAREHOUSE_ID
+from sims.warehouse import observation
 from sims.warehouse.layout import ACTION_NAMES
 from turnwise.config import EnvConfig
 
 LIST_LIMIT = 50  # episodes --list shows unless told otherwise
+NO_WRAP = 10_000  # console width when the output is not a terminal
 OBS_PREVIEW = 4  # observation values shown as the key state of envs we cannot decode
 
 
@@ -379,7 +382,8 @@ def print_listing(summaries: list[EpisodeSummary], limit: int, console: Console)
     for s in shown:
         ending = "terminated" if s.terminated else "truncated" if s.truncated else ""
         complete = f"yes ({ending})" if s.complete else "no (run stopped)"
-        table.add_row(s.episode_id, str(s.steps), f"{s.total_reward:.4g}", complete)
+        cells = (s.episode_id, str(s.steps), f"{s.total_reward:.4g}", complete)
+        table.add_row(*(Text(cell) for cell in cells))
     console.print(table)
     done = sum(s.complete for s in summaries)
     note = f"{len(summaries)} episodes, {done} complete"
@@ -396,7 +400,7 @@ def print_episode(table: pa.Table, config: EnvConfig, console: Console) -> None:
     finally:
         env.close()
     rows = table.to_pylist()
-    console.print(_header(rows, config))
+    console.print(_header(rows, config), markup=False, highlight=False)
     console.print(_step_table(rows, reward_component_names(table), warehouse))
 
 
@@ -428,7 +432,7 @@ def _step_table(rows: list[dict], components: list[str], warehouse: Any) -> Tabl
         table.add_column(name)
     for row in rows:
         done = "terminated" if row["terminated"] else "truncated" if row["truncated"] else ""
-        table.add_row(
+        cells = (
             str(row["step"]),
             _action_text(row["action"], warehouse is not None),
             _float_text(row["reward"]),
@@ -437,6 +441,7 @@ def _step_table(rows: list[dict], components: list[str], warehouse: Any) -> Tabl
             str(row["policy_version"]),
             _key_state(row["obs"], warehouse),
         )
+        table.add_row(*(Text(cell) for cell in cells))  # Text: brackets are not markup
     return table
 
 
@@ -454,22 +459,32 @@ def _float_text(value: float) -> str:
 
 def _key_state(obs: list[float], warehouse: Any) -> str:
     if warehouse is None:
-        values = ", ".join(f"{v:.4g}" for v in obs[:OBS_PREVIEW])
-        return f"obs[:{OBS_PREVIEW}] [{values}{', ...' if len(obs) > OBS_PREVIEW else ''}]"
+        return f"obs[:{OBS_PREVIEW}] {_preview(obs)}"
     return warehouse_state(np.asarray(obs, dtype=np.float32), warehouse)
 
 
 def warehouse_state(obs: np.ndarray, config: Any) -> str:
     """Robot cell, item carried and current order, decoded from a Warehouse-v0 observation
-    (layout in :mod:`sims.warehouse.observation`)."""
-    k = config.n_items
+    (layout in :mod:`sims.warehouse.observation`; the one-hots are located from the end,
+    which the layout's leading fields do not move)."""
+    if len(obs) != observation.observation_size(config):
+        return f"obs[:{OBS_PREVIEW}] {_preview(obs)} (not the current Warehouse layout)"
+    k, view = config.n_items, (2 * config.view_radius + 1) ** 2
+    order = len(obs) - (1 + k + view + 1) - (k + 1)  # before orders_left, inventory, ...
+    carrying = order - (k + 1)
     row = round(float(obs[0]) * max(config.height - 1, 1))
     col = round(float(obs[1]) * max(config.width - 1, 1))
-    carrying = int(np.argmax(obs[4 + 2 * k : 5 + 3 * k]))
-    order = int(np.argmax(obs[5 + 3 * k : 6 + 4 * k]))
-    held = f"item {carrying - 1}" if carrying else "nothing"
-    wanted = f"item {order - 1}" if order else "none (shift done)"
-    return f"robot ({row},{col}), carrying {held}, order {wanted}"
+    held = int(np.argmax(obs[carrying:order]))
+    wanted = int(np.argmax(obs[order : order + k + 1]))
+    return (
+        f"robot ({row},{col}) carrying {held - 1 if held else '-'} "
+        f"order {wanted - 1 if wanted else 'done'}"
+    )
+
+
+def _preview(obs: Sequence[float]) -> str:
+    values = ", ".join(f"{v:.4g}" for v in obs[:OBS_PREVIEW])
+    return f"[{values}{', ...' if len(obs) > OBS_PREVIEW else ''}]"
 
 
 # -- command line -----------------------------------------------------------------------
@@ -511,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 160)  # tables stay readable when piped
+        console.width = NO_WRAP  # piped: rows stay whole lines, for grep and scripts
     try:
         return run(args, console)
     except ReplayError as error:

@@ -277,7 +277,16 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "gymnasium": gymnasium.__version__,
+        "load_average": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine skews the figures."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def build_report(results: Sequence[Measurement], command: str, quick: bool) -> dict[str, Any]:
@@ -286,6 +295,7 @@ def build_report(results: Sequence[Measurement], command: str, quick: bool) -> d
         "benchmark": "env_throughput",
         "command": command,
         "mode": "quick" if quick else "full",
+        "repeats": len(results[0].seconds) if results else 0,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "env": {"id": sims.WAREHOUSE_ID, "size": SIZE, "version": WarehouseEnv(size=SIZE).version},
@@ -373,7 +383,8 @@ def render_section(report: dict[str, Any]) -> str:
             BEGIN,
             f"## Env throughput: {env['id']} ({env['size']})",
             "",
-            "Raw env steps per second, median of 3 timed repeats after a warm-up. Random rows:",
+            f"Raw env steps per second, median of {report['repeats']} timed repeats after a "
+            "warm-up. Random rows:",
             "a uniformly random policy with actions drawn in advance (the policy costs nothing);",
             "the oracle row includes the cost of `oracle_actions`. Produced by:",
             "",
@@ -381,7 +392,8 @@ def render_section(report: dict[str, Any]) -> str:
             report["command"],
             "```",
             "",
-            f"- Machine: {m['cpu_model']}, {m['cpu_count']} logical CPUs, {m['platform']}",
+            f"- Machine: {m['cpu_model']}, {m['cpu_count']} logical CPUs, {m['platform']}"
+            + _load_note(m.get("load_average")),
             f"- Software: Python {m['python']}, NumPy {m['numpy']}, Gymnasium {m['gymnasium']}",
             f"- Simulator: `{env['version']}`",
             f"- Date: {report['date']} ({report['mode']} mode)",
@@ -392,6 +404,10 @@ def render_section(report: dict[str, Any]) -> str:
             END,
         ]
     )
+
+
+def _load_note(load: list[float] | None) -> str:
+    return "" if not load else f" (load average {' / '.join(map(str, load))} after the run)"
 
 
 def update_markdown(path: Path, section: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,8 +106,13 @@ class Trainer:
         )
         self.counters = Counters()
         self.episodes = EpisodeStats()
+        self._stop = threading.Event()
         if config.resume:
             self._restore()
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current batch (then it checkpoints as usual)."""
+        self._stop.set()
 
     # -- checkpoints ----------------------------------------------------------------
     def _restore(self) -> None:
@@ -191,7 +198,7 @@ class Trainer:
         interval = cfg.checkpoint.every_env_steps
         next_checkpoint = (self.counters.env_steps // interval + 1) * interval
         started, start_steps = time.monotonic(), self.counters.env_steps
-        while self.counters.env_steps < cfg.train.env_steps:
+        while self.counters.env_steps < cfg.train.env_steps and not self._stop.is_set():
             [ref], _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ref)
             try:
@@ -266,7 +273,13 @@ def rollout_actor_name(run_dir: Path, index: int) -> str:
 
 
 def train(config: Config, run_dir: str | Path) -> TrainResult:
-    return Trainer(config, Path(run_dir)).run()
+    """Run training; SIGTERM or SIGINT (a spot interruption, Ctrl-C) ends it gracefully
+    with a final checkpoint."""
+    trainer = Trainer(config, Path(run_dir))
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: trainer.stop())
+    return trainer.run()
 
 
 def mean_or_nan(values: np.ndarray) -> float:
