@@ -187,7 +187,7 @@ def _id_parts(episode_id: str) -> tuple[int, ...] | None:
 
 def _actor_of(episode_id: str) -> int | None:
     parts = _id_parts(episode_id)
-    return parts[0] if parts and len(parts) == 4 else None
+    return parts[0] if parts and len(parts) == 4 and 0 <= parts[0] < 2**31 else None
 
 
 def _id_key(episode_id: str) -> tuple[int, tuple[int, ...], str]:
@@ -271,9 +271,11 @@ def _check_record(first: dict) -> Mismatch | None:
 def _resimulate(
     env: gymnasium.Env, rows: list[dict], components: list[str], episode_id: str
 ) -> VerifyResult:
-    first = rows[0]
-    options = None if first["reset_options"] is None else json.loads(first["reset_options"])
-    obs, _ = env.reset(seed=first["episode_seed"], options=options)
+    try:
+        obs = _reset(env, rows[0])
+    except Exception as error:  # a replay record the simulator rejects is a finding
+        mismatch = Mismatch(0, "reset_options", rows[0]["reset_options"], f"reset raised {error!r}")
+        return VerifyResult(episode_id, 0, mismatch)
     episode_return, ended = 0.0, False
     for row in rows:
         step = row["step"]
@@ -294,6 +296,12 @@ def _resimulate(
         obs, episode_return = outcome.obs, outcome.episode_return
         ended = outcome.terminated or outcome.truncated
     return VerifyResult(episode_id, len(rows))
+
+
+def _reset(env: gymnasium.Env, first: dict) -> np.ndarray:
+    options = None if first["reset_options"] is None else json.loads(first["reset_options"])
+    obs, _ = env.reset(seed=first["episode_seed"], options=options)
+    return obs
 
 
 def _step(env: gymnasium.Env, action: Any, episode_return: float) -> StepOutcome:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from actors.replay import ReplayError, list_episodes, verify_episode
 from actors.rollout import RolloutWorker
@@ -47,7 +48,13 @@ def write_run(directory: Path, env: EnvConfig, batches: int) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("replay")
-    return {name: write_run(root / name, env, n) for name, (env, n) in RUNS.items()}
+    threads = torch.get_num_threads()  # the worker sets 1 for the whole process
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the same random policy, hence the same episodes, every time
+            return {name: write_run(root / name, env, n) for name, (env, n) in RUNS.items()}
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclasses.dataclass
@@ -221,6 +228,27 @@ def test_a_wrong_episode_return_fails(runs, tmp_path):
     tamper(run, episode, last, "episode_return", lambda r: r + 1.0)
     mismatch = verify_episode(run, episode).mismatch
     assert (mismatch.step, mismatch.field) == (last, "episode_return")
+
+
+def test_a_wrong_replay_record_fails_at_step_0(runs, tmp_path):
+    run = copy_run(runs["warehouse"], tmp_path)
+    episode = pick(run, autoreset_started)
+
+    def other_shift(options: str) -> str:
+        record = json.loads(options)
+        return json.dumps({**record, "shift_seed": record["shift_seed"] + 1})
+
+    tamper(run, episode, 0, "reset_options", other_shift)
+    mismatch = verify_episode(run, episode).mismatch
+    assert mismatch.step == 0 and mismatch.field.startswith("obs[")
+
+
+def test_a_replay_record_the_simulator_rejects_fails_at_step_0(runs, tmp_path):
+    run = copy_run(runs["warehouse"], tmp_path)
+    tamper(run, "0.0.0.0", 0, "reset_options", lambda o: json.dumps({"bogus": 1}))
+    mismatch = verify_episode(run, "0.0.0.0").mismatch
+    assert (mismatch.step, mismatch.field) == (0, "reset_options")
+    assert "unknown reset option" in str(mismatch.simulated)
 
 
 def test_a_changed_simulator_config_is_an_env_version_mismatch(runs, tmp_path):
