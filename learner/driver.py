@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.envs import EnvInfo, describe_env
 from actors.rollout import RolloutWorker
 from actors.transition_log import write_atomic
+from evaluator.remote import RemoteEvaluator
 from learner.ppo import PPOLearner
 from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
 from turnwise.checkpoint import load_checkpoint, save_checkpoint
@@ -37,6 +37,24 @@ from turnwise.spaces import space_to_json
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 20
+ACTOR_START_TIMEOUT_S = 300.0
+EVALUATION_DRAIN_S = 300.0  # at the end of a run, wait this long for queued evaluations
+
+
+class Schedule:
+    """Which env-step multiples (checkpoint, evaluation) a run has crossed."""
+
+    def __init__(self, env_steps: int, config: Config) -> None:
+        self.every = (config.checkpoint.every_env_steps, config.evaluator.every_env_steps)
+        self.next = [(env_steps // n + 1) * n for n in self.every]
+
+    def due(self, env_steps: int) -> tuple[bool, bool]:
+        crossed = [env_steps >= n for n in self.next]
+        self.next = [
+            (env_steps // every + 1) * every if hit else n
+            for hit, every, n in zip(crossed, self.every, self.next, strict=True)
+        ]
+        return crossed[0], crossed[1]
 
 
 @dataclass
@@ -48,6 +66,8 @@ class Counters:
     episodes: int = 0
     dropped_batches: int = 0
     actor_failures: int = 0
+    evaluations: int = 0
+    evaluator_failures: int = 0
 
 
 @dataclass
@@ -67,6 +87,8 @@ def check_config(config: Config) -> None:
         "actors.fragment_length": config.actors.fragment_length > 0,
         "actors.max_in_flight": config.actors.max_in_flight > 0,
         "checkpoint.every_env_steps": config.checkpoint.every_env_steps > 0,
+        "evaluator.every_env_steps": config.evaluator.every_env_steps > 0,
+        "evaluator.episodes": config.evaluator.episodes > 0,
         "learner.minibatch_size": config.learner.minibatch_size > 0,
         "learner.correction": config.learner.correction in ("vtrace", "none"),
         "learner.normalizer.kind": config.learner.normalizer.kind in ("window", "none"),
@@ -107,6 +129,8 @@ class Trainer:
         self.counters = Counters()
         self.episodes = EpisodeStats()
         self._stop = threading.Event()
+        self._evaluations_before = 0
+        self.evaluator: RemoteEvaluator | None = None
         if config.resume:
             self._restore()
 
@@ -128,10 +152,13 @@ class Trainer:
             )
         self.learner.load_state_dict({"model": checkpoint.weights, **checkpoint.trainer["learner"]})
         self.counters = Counters(**checkpoint.trainer["counters"])
+        self._evaluations_before = self.counters.evaluations
         log.info("resumed from %s at %s env steps", checkpoint.name, self.counters.env_steps)
 
-    def save(self) -> str:
+    def save(self, evaluate: bool = False) -> str:
+        """Checkpoint now; ``evaluate`` marks it for the external evaluator."""
         manifest = {
+            "evaluate": evaluate,
             "env_id": self.env.env_id,
             "env_version": self.env.version,
             "observation_space": space_to_json(self.env.observation_space),
@@ -156,18 +183,27 @@ class Trainer:
         self._write_run_record()
         with ray_session(self.config):
             actors = self._start_actors()
+            self.evaluator = self._start_evaluator()
+            # every actor starts sampling at once, and start-up is not counted in steps/s
+            ray.get([actor.ping.remote() for actor in actors], timeout=ACTOR_START_TIMEOUT_S)
             metrics = MetricsLog(self.run_dir / "metrics.jsonl")
             progress = ConsoleProgress(
                 self.config.train.env_steps, self.counters.env_steps, self.config.train.progress
             )
             try:
                 self._loop(actors, metrics, progress)
+                uri = self.save(evaluate=self.evaluator is not None)
+                if self.evaluator is not None:  # the final checkpoint is evaluated too
+                    self.evaluator.request()
+                    self.evaluator.drain(timeout=EVALUATION_DRAIN_S)
+                    self._count_evaluations()
             finally:
                 progress.close()
                 metrics.close()
                 for actor in actors:
                     ray.kill(actor)
-        uri = self.save()
+                if self.evaluator is not None:
+                    ray.kill(self.evaluator.actor)
         log.info("run finished at %s env steps; checkpoint %s", self.counters.env_steps, uri)
         return TrainResult(
             self.run_dir, self.counters, uri, self.episodes.summary()["train_return"]
@@ -186,6 +222,17 @@ class Trainer:
             for i in range(cfg.actors.num_actors)
         ]
 
+    def _start_evaluator(self) -> RemoteEvaluator | None:
+        if not self.config.evaluator.enabled:
+            return None
+        return RemoteEvaluator(self.config, self.run_dir, self.store.uri)
+
+    def _count_evaluations(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.poll()
+            self.counters.evaluations = len(self.evaluator.results) + self._evaluations_before
+            self.counters.evaluator_failures = self.evaluator.failures
+
     def _loop(self, actors, metrics: MetricsLog, progress: ConsoleProgress) -> None:
         cfg = self.config
         weights = ray.put(self.learner.weights())
@@ -195,8 +242,7 @@ class Trainer:
             for _ in range(cfg.actors.max_in_flight)
         }
         failures = dict.fromkeys(range(len(actors)), 0)
-        interval = cfg.checkpoint.every_env_steps
-        next_checkpoint = (self.counters.env_steps // interval + 1) * interval
+        schedule = Schedule(self.counters.env_steps, cfg)
         started, start_steps = time.monotonic(), self.counters.env_steps
         while self.counters.env_steps < cfg.train.env_steps and not self._stop.is_set():
             [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -223,8 +269,8 @@ class Trainer:
             weights = ray.put(self.learner.weights())
             self.counters.env_steps += batch.num_rows
             self.counters.updates += 1
-            self.episodes.add(batch)
-            self.counters.episodes = self.episodes.episodes + self._episodes_before()
+            self.counters.episodes += self.episodes.add(batch)
+            self._count_evaluations()
             elapsed = max(time.monotonic() - started, 1e-9)
             row = {
                 "env_steps": self.counters.env_steps,
@@ -232,19 +278,17 @@ class Trainer:
                 "policy_version": self.learner.version,
                 "time_s": elapsed,
                 "env_steps_per_second": (self.counters.env_steps - start_steps) / elapsed,
-                "dropped_batches": self.counters.dropped_batches,
-                "actor_failures": self.counters.actor_failures,
+                **{k: v for k, v in dataclasses.asdict(self.counters).items() if k != "env_steps"},
                 **self.episodes.summary(),
                 **stats,
             }
             metrics.write(row)
             progress.update(self.counters.env_steps, row)
-            if self.counters.env_steps >= next_checkpoint:
-                self.save()
-                next_checkpoint += interval
-
-    def _episodes_before(self) -> int:
-        return getattr(self, "_resumed_episodes", 0)
+            checkpoint_due, evaluation_due = schedule.due(self.counters.env_steps)
+            if checkpoint_due or (evaluation_due and self.evaluator is not None):
+                self.save(evaluate=evaluation_due and self.evaluator is not None)
+                if evaluation_due and self.evaluator is not None:
+                    self.evaluator.request()
 
     def _write_run_record(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +324,3 @@ def train(config: Config, run_dir: str | Path) -> TrainResult:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: trainer.stop())
     return trainer.run()
-
-
-def mean_or_nan(values: np.ndarray) -> float:
-    return float(values.mean()) if len(values) else float("nan")

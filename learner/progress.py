@@ -26,13 +26,15 @@ class EpisodeStats:
         self.lengths: deque[int] = deque(maxlen=window)
         self.episodes = 0
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    def add(self, batch: pa.RecordBatch) -> int:
+        """Record the episodes that ended in ``batch``; return how many."""
         done = column_numpy(batch, "terminated") | column_numpy(batch, "truncated")
         returns = column_numpy(batch, "episode_return")[done]
         lengths = column_numpy(batch, "step")[done] + 1
         self.returns.extend(returns.tolist())
         self.lengths.extend(lengths.tolist())
         self.episodes += int(done.sum())
+        return int(done.sum())
 
     def summary(self) -> dict[str, float]:
         if not self.returns:

@@ -135,6 +135,9 @@ def test_warehouse_learns_to_near_the_oracle_on_held_out_seeds(tmp_path):
     learned = mean_return(run_episodes(config.env, seeds, policy_actor(policy)))
     optimal = mean_return(run_episodes(config.env, seeds, oracle_for(config.env)))
     assert learned >= 0.8 * optimal, f"learned {learned:.2f} vs oracle {optimal:.2f}"
+    final = json.loads((tmp_path / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert final["fraction_of_oracle"] >= 0.8  # the evaluator actor saw the same
+    assert not final["divergence_alert"]  # default rewards: no false alarm on a learned policy
 
 
 def test_no_aws_credentials_needed_for_local_runs(tmp_path, monkeypatch):

@@ -95,3 +95,17 @@ def test_vector_env_rejects_bad_actions_and_seeds():
         vec.step(np.array([0, 1, 9]))
     with pytest.raises(ValueError, match="seeds"):
         vec.reset(seed=[1, 2])
+
+
+def test_vector_env_matches_with_a_hackable_milestone():
+    """The non-default reward switch behaves the same in both implementations."""
+    num_envs, rng = 4, np.random.default_rng(5)
+    fast = WarehouseVectorEnv(num_envs, milestone_once_per_order=False)
+    slow = SyncVectorEnv(
+        [lambda: WarehouseEnv(milestone_once_per_order=False) for _ in range(num_envs)],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
+    np.testing.assert_array_equal(fast.reset(seed=1)[0], slow.reset(seed=1)[0])
+    for _ in range(400):
+        actions = mixed_actions(fast, rng)
+        np.testing.assert_array_equal(fast.step(actions)[1], slow.step(actions)[1])

@@ -78,6 +78,10 @@ class EvaluatorConfig:
     every_env_steps: int = 50_000  # evaluate at each multiple of this many env steps
     episodes: int = 32  # fixed evaluation episodes
     seed: int = 1_000_000  # first evaluation seed (disjoint from training seeds)
+    divergence_threshold: float = 0.8  # alert when eval return / train return falls below
+    env: EnvConfig | None = None  # the fixed evaluation env; None: the training env
+    num_cpus: float = 0.25  # CPUs Ray reserves for the evaluator actor
+    max_restarts: int = -1  # Ray restarts a crashed evaluator this often (-1: always)
 
 
 @dataclass

@@ -34,6 +34,7 @@ class WarehouseConfig:
     initial_stock_min: int = 2  # fewest units a shelf starts with (after reset_persistent)
     restock_per_shift: int = 1  # units added to every shelf at the start of each shift
     view_radius: int = 2  # the robot sees obstacles within this many cells
+    milestone_once_per_order: bool = True  # False pays every right pick: a hackable reward
     rewards: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:

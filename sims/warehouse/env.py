@@ -63,6 +63,9 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
     state_variables: ClassVar[Mapping[str, StateScope]] = STATE_VARIABLES
     reward_components: ClassVar[tuple[str, ...]] = REWARD_COMPONENTS
     reset_options: ClassVar[frozenset[str]] = RESET_OPTIONS
+    # milestone component -> the success component it should lead to; an episode that
+    # collects more milestones than successes stalled between them
+    milestones: ClassVar[Mapping[str, str]] = {"pick": "deliver"}
 
     def __init__(
         self,
@@ -129,7 +132,11 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         )
         terminated = self.order_index == self.config.orders_per_shift
         truncated = not terminated and self.steps >= self.config.max_steps
-        info = {"reward_components": parts, "orders_delivered": self.order_index}
+        info = {
+            "reward_components": parts,
+            "orders_delivered": self.order_index,
+            "is_success": terminated,
+        }
         return self._observation(), reward, terminated, truncated, info
 
     def render(self) -> str | None:
@@ -173,6 +180,14 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
                 return self._dist_to_shelf[k]
         raise KeyError(f"{cell} is neither the drop-off nor a shelf")
 
+    def state_key(self) -> tuple[int, int, int]:
+        """The robot's cell and what it carries: the unit of state coverage."""
+        return (int(self.robot[0]), int(self.robot[1]), int(self.carrying))
+
+    def reachable_state_count(self) -> int:
+        """How many state keys this shift can reach: free cells x (nothing or an item)."""
+        return int((~self.shift.obstacles).sum()) * (self.config.n_items + 1)
+
     def persistent_state(self) -> dict[str, list[int]]:
         return {"inventory": [] if self.inventory is None else self.inventory.tolist()}
 
@@ -213,7 +228,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         self.inventory[item] -= 1
         if item != self.current_item:
             return 0.0, w.wrong_pick
-        if self.pick_paid:
+        if self.pick_paid and self.config.milestone_once_per_order:
             return 0.0, 0.0
         self.pick_paid = True
         return w.pick, 0.0

@@ -118,6 +118,7 @@ class WarehouseVectorEnv(VectorEnv):
         info: dict[str, Any] = {
             "reward_components": parts,
             "orders_delivered": self.order_index.copy(),
+            "is_success": terminated.copy(),
         }
         obs = self._observations()
         done = np.flatnonzero(terminated | truncated)
@@ -188,7 +189,7 @@ class WarehouseVectorEnv(VectorEnv):
         stock = self.inventory[b, np.maximum(shelf_here, 0)]
         ok = picking & (self.carrying == 0) & (shelf_here >= 0) & (stock > 0)
         right = ok & (shelf_here == current)
-        paid = right & ~self.pick_paid
+        paid = right & ~(self.pick_paid & self.config.milestone_once_per_order)
         parts["penalty"][ok & ~right] = w.wrong_pick
         parts["pick"][paid] = w.pick
         self.pick_paid |= paid

@@ -1,0 +1,77 @@
+"""``python -m evaluator RUN_DIR_OR_URI [--once]``: evaluate a run's checkpoints.
+
+With ``--once``: evaluate the latest checkpoint, print the results as one JSON
+object, exit (status 1 with a message when there is no checkpoint). Without it:
+follow the run, evaluating every checkpoint marked for evaluation as it appears,
+until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from turnwise.checkpoint import load_checkpoint
+from turnwise.checkpoint_store import open_store
+from turnwise.config import EnvConfig, EvaluatorConfig
+
+log = logging.getLogger("evaluator")
+
+
+def locate(target: str) -> tuple[str, str | None, dict]:
+    """(checkpoint store URI, run dir or None, run config dict) for a run dir or a URI."""
+    path = Path(target)
+    if path.is_dir() and (path / "config.json").exists():
+        config = json.loads((path / "config.json").read_text())
+        return config["checkpoint"]["uri"] or str(path / "checkpoints"), str(path), config
+    if not target.startswith("s3://") and not path.is_dir():
+        raise FileNotFoundError(f"{target} is neither a run directory nor a checkpoint store")
+    manifest = load_checkpoint(open_store(target)).manifest
+    return target, None, manifest["config"]
+
+
+def evaluator_settings(config: dict) -> tuple[EnvConfig, EvaluatorConfig]:
+    fields = {f.name for f in dataclasses.fields(EvaluatorConfig)}
+    raw = {k: v for k, v in config.get("evaluator", {}).items() if k in fields}
+    env = EnvConfig(**(raw.pop("env", None) or config["env"]))
+    return env, EvaluatorConfig(**raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluator", description=__doc__.split("\n")[0])
+    parser.add_argument("target", help="a run directory or a checkpoint store URI (dir or s3://)")
+    parser.add_argument(
+        "--once", action="store_true", help="evaluate the latest checkpoint, print JSON"
+    )
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between polls")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from evaluator.evaluator import Evaluator  # after argument parsing: --help stays fast
+
+    try:
+        store_uri, run_dir, config = locate(args.target)
+        env, settings = evaluator_settings(config)
+        evaluator = Evaluator(store_uri, env, settings, run_dir)
+        if args.once:
+            print(json.dumps(evaluator.evaluate(), indent=2, sort_keys=True))
+            return 0
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    log.info("following %s (Ctrl-C to stop)", store_uri)
+    try:
+        while True:
+            for row in evaluator.evaluate_pending():
+                log.info("%s: eval return %.3f", row["checkpoint"], row["eval_return"])
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

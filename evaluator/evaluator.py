@@ -1,0 +1,161 @@
+"""The external evaluator: fixed env, fixed seeds, oracle baseline, divergence alerts.
+
+A plain class (tests run it in-process); the training driver wraps it with
+``ray.remote`` so it runs as its own actor, possibly on another node. It reads
+checkpoints from the checkpoint store only, never from the learner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from evaluator.episodes import evaluation_seeds, oracle_for, policy_actor, run_episodes
+from evaluator.metrics import divergence, summarize
+from learner.policy import policy_from_checkpoint
+from turnwise.checkpoint import load_checkpoint, resolve
+from turnwise.checkpoint_store import CHECKPOINT_MARKER, open_store
+from turnwise.config import EnvConfig, EvaluatorConfig
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationTable:
+    """RUN_DIR/evaluations.jsonl: one row per evaluated checkpoint (apart from training
+    metrics); alerts also go to RUN_DIR/alerts.jsonl."""
+
+    def __init__(self, run_dir: str | Path | None) -> None:
+        self.path = Path(run_dir) / "evaluations.jsonl" if run_dir else None
+        self.alerts = Path(run_dir) / "alerts.jsonl" if run_dir else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self.path is None or not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("skipping a torn line in %s", self.path)
+        return rows
+
+    def append(self, row: dict[str, Any], path: Path | None = None) -> None:
+        path = path or self.path
+        if path is not None:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+class Evaluator:
+    """Role: ``evaluate(checkpoint) -> dict`` and ``evaluate_pending() -> list[dict]``."""
+
+    def __init__(
+        self,
+        store_uri: str,
+        env: EnvConfig,
+        config: EvaluatorConfig,
+        run_dir: str | None = None,
+    ) -> None:
+        self.store = open_store(store_uri)
+        self.env = env
+        self.config = config
+        self.seeds = evaluation_seeds(config.seed, config.episodes)
+        self.table = EvaluationTable(run_dir)
+        self._oracle_return: float | None = None
+        self._oracle_done = False
+        self._seen_states: set = set()
+
+    def oracle_return(self) -> float | None:
+        """The known-optimal baseline on the evaluation episodes, computed once."""
+        if not self._oracle_done:
+            oracle = oracle_for(self.env)
+            if oracle is not None:
+                episodes = run_episodes(self.env, self.seeds, oracle)
+                self._oracle_return = sum(e.total_return for e in episodes) / len(episodes)
+            self._oracle_done = True
+        return self._oracle_return
+
+    def evaluate(self, name: str | None = None) -> dict[str, Any]:
+        """Evaluate one checkpoint (default: latest), record it, promote ``best``."""
+        checkpoint = load_checkpoint(self.store, name)
+        model = policy_from_checkpoint(checkpoint)  # normalizer frozen: eval never updates it
+        started = time.monotonic()
+        episodes = run_episodes(self.env, self.seeds, policy_actor(model, greedy=True))
+        milestones = getattr(_probe(self.env), "milestones", {})
+        row = {
+            "checkpoint": checkpoint.name,
+            "env_steps": checkpoint.manifest["env_steps"],
+            "policy_version": checkpoint.manifest["policy_version"],
+            "env_version": checkpoint.manifest["env_version"],
+            "seeds": [self.seeds[0], self.seeds[-1]],
+            **summarize(episodes, model, self.oracle_return(), milestones, self._seen_states),
+            "train_return": checkpoint.manifest.get("train_return"),
+        }
+        self._seen_states |= {(e.seed, k) for e in episodes for k in e.visits}
+        row["eval_train_ratio"] = divergence(row["eval_return"], row["train_return"])
+        row["divergence_alert"] = bool(
+            row["eval_train_ratio"] is not None
+            and row["eval_train_ratio"] < self.config.divergence_threshold
+        )
+        row["seconds"] = time.monotonic() - started
+        self._record(row)
+        return row
+
+    def evaluate_pending(self) -> list[dict[str, Any]]:
+        """Evaluate, oldest first, every checkpoint marked for evaluation that the
+        table does not hold yet (so a restarted evaluator resumes where it stopped)."""
+        done = {row["checkpoint"] for row in self.table.rows()}
+        results = []
+        for name in self.store.list():
+            if name in done or not self._marked(name):
+                continue
+            try:
+                results.append(self.evaluate(name))
+            except FileNotFoundError:
+                log.warning("checkpoint %s vanished before evaluation (retention)", name)
+        return results
+
+    def _marked(self, name: str) -> bool:
+        manifest = json.loads(self.store.read(name, CHECKPOINT_MARKER))
+        return bool(manifest.get("evaluate"))
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.table.append(row)
+        if row["divergence_alert"]:
+            log.warning(
+                "ALERT eval/train return ratio %.3f < %.2f at %s env steps (%s)",
+                row["eval_train_ratio"],
+                self.config.divergence_threshold,
+                row["env_steps"],
+                row["checkpoint"],
+            )
+            alert = {
+                "alert": "EvalTrainDivergence",
+                "time": time.time(),
+                **{k: row[k] for k in ("checkpoint", "env_steps", "eval_train_ratio")},
+            }
+            self.table.append(alert, self.table.alerts)
+        self._promote(row)
+
+    def _promote(self, row: dict[str, Any]) -> None:
+        best_name = resolve(self.store, "best")
+        best = [r for r in self.table.rows() if r.get("checkpoint") == best_name]
+        if best_name is None or not best or row["eval_return"] > best[-1]["eval_return"]:
+            self.store.set_pointer("best", row["checkpoint"])
+            log.info(
+                "best checkpoint is now %s (eval return %.3f)",
+                row["checkpoint"],
+                row["eval_return"],
+            )
+
+
+def _probe(env: EnvConfig):
+    from actors.envs import make_env
+
+    probe = make_env(env)
+    base = probe.unwrapped
+    probe.close()
+    return base

@@ -1,0 +1,113 @@
+"""Evaluation metrics from fixed-seed episodes (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from evaluator.episodes import Episode
+
+
+def action_entropy(model, episodes: Sequence[Episode]) -> float:
+    """Mean entropy (nats) of the policy's action distribution over visited states;
+    without a model (the oracle, say), the entropy of the actions it took."""
+    if model is None:
+        counts = np.bincount(np.concatenate([e.actions for e in episodes]).astype(int))
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * np.log(p)).sum())
+    observations = np.concatenate([e.observations for e in episodes])
+    with torch.no_grad():
+        dist, _ = model.distribution(torch.as_tensor(observations))
+        return float(dist.entropy().mean())
+
+
+def coverage(episodes: Sequence[Episode], seen_so_far: set | None = None) -> float:
+    """Distinct states visited over states reachable, per episode (keys are per seed);
+    over states seen so far where the env cannot count reachable states."""
+    visited = {(e.seed, key) for e in episodes for key in e.visits}
+    if all(e.reachable_states for e in episodes):
+        return len(visited) / sum(e.reachable_states for e in episodes)
+    seen = (seen_so_far or set()) | visited
+    return len(visited) / max(len(seen), 1)
+
+
+def visitation_entropy(episodes: Sequence[Episode]) -> float:
+    """Entropy of the state-visitation distribution, normalized to [0, 1]."""
+    counts = np.array(list(sum((e.visits for e in episodes), Counter()).values()), float)
+    if len(counts) < 2:
+        return 0.0
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(len(p)))
+
+
+def visitation_grid(episodes: Sequence[Episode]) -> list[list[int]] | None:
+    """Visits per grid cell, for envs whose state keys start with (row, col)."""
+    keys = [key for e in episodes for key in e.visits]
+    if not keys or not all(isinstance(k, tuple) and len(k) >= 2 for k in keys):
+        return None
+    rows = max(int(k[0]) for k in keys) + 1
+    cols = max(int(k[1]) for k in keys) + 1
+    grid = np.zeros((rows, cols), dtype=np.int64)
+    for e in episodes:
+        for key, n in e.visits.items():
+            grid[int(key[0]), int(key[1])] += n
+    return grid.tolist()
+
+
+def stall_rate(episodes: Sequence[Episode], milestones: Mapping[str, str]) -> float | None:
+    """Share of episodes that collected a milestone more often than the success it
+    leads to (picked but never delivered): the stall an over-shaped reward produces."""
+    if not milestones:
+        return None
+    stalled = [
+        any(
+            e.component_counts.get(m, 0) > e.component_counts.get(s, 0)
+            for m, s in milestones.items()
+        )
+        for e in episodes
+    ]
+    return float(np.mean(stalled))
+
+
+def summarize(
+    episodes: Sequence[Episode],
+    model,
+    oracle_return: float | None,
+    milestones: Mapping[str, str],
+    seen_so_far: set | None = None,
+) -> dict[str, Any]:
+    returns = np.array([e.total_return for e in episodes])
+    successes = [e.success for e in episodes if e.success is not None]
+    names = sorted({name for e in episodes for name in e.components})
+    mean = float(returns.mean())
+    return {
+        "episodes": len(episodes),
+        "eval_return": mean,
+        "eval_return_std": float(returns.std()),
+        "eval_return_min": float(returns.min()),
+        "eval_return_max": float(returns.max()),
+        "oracle_return": oracle_return,
+        "fraction_of_oracle": mean / oracle_return if oracle_return else None,
+        "success_rate": float(np.mean(successes)) if successes else None,
+        "episode_length": float(np.mean([e.length for e in episodes])),
+        "action_entropy": action_entropy(model, episodes),
+        "state_coverage": coverage(episodes, seen_so_far),
+        "visitation_entropy": visitation_entropy(episodes),
+        "visitation_grid": visitation_grid(episodes),
+        "reward_components": {
+            n: float(np.mean([e.components.get(n, 0.0) for e in episodes])) for n in names
+        },
+        "milestone_without_success_rate": stall_rate(episodes, milestones),
+    }
+
+
+def divergence(eval_return: float, train_return: float | None) -> float | None:
+    """Evaluation return over training return at the same point; None where the
+    training return is not positive (the ratio would not mean anything)."""
+    if train_return is None or not np.isfinite(train_return) or train_return <= 0:
+        return None
+    return eval_return / train_return

@@ -1,0 +1,73 @@
+"""The evaluator as a Ray actor beside training: asked, never waited for."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from evaluator.evaluator import Evaluator
+from turnwise.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def evaluator_actor_name(run_dir: Path) -> str:
+    return f"turnwise-evaluator@{Path(run_dir).resolve()}"
+
+
+class RemoteEvaluator:
+    """Keeps at most one ``evaluate_pending`` call in flight; a request made while one
+    runs is remembered, and a crashed (restarted) evaluator is simply asked again."""
+
+    def __init__(self, config: Config, run_dir: Path, store_uri: str) -> None:
+        cfg = config.evaluator
+        self.actor = (
+            ray.remote(Evaluator)
+            .options(
+                name=evaluator_actor_name(run_dir),
+                num_cpus=cfg.num_cpus,
+                max_restarts=cfg.max_restarts,
+            )
+            .remote(store_uri, cfg.env or config.env, cfg, str(run_dir))
+        )
+        self.pending: ray.ObjectRef | None = None
+        self.again = False
+        self.failures = 0
+        self.results: list[dict[str, Any]] = []
+
+    def request(self) -> None:
+        if self.pending is None:
+            self.pending = self.actor.evaluate_pending.remote()
+        else:
+            self.again = True
+
+    def poll(self, timeout: float = 0.0) -> list[dict[str, Any]]:
+        """Collect a finished evaluation, if any; never blocks longer than ``timeout``."""
+        if self.pending is None:
+            return []
+        ready, _ = ray.wait([self.pending], timeout=timeout)
+        if not ready:
+            return []
+        self.pending, rows = None, []
+        try:
+            rows = ray.get(ready[0])
+        except (RayActorError, RayTaskError) as error:
+            self.failures += 1
+            self.again = True
+            log.warning("evaluator failed (%s); Ray restarts it", type(error).__name__)
+        if self.again:
+            self.again = False
+            self.request()
+        self.results += rows
+        return rows
+
+    def drain(self, timeout: float) -> None:
+        """At the end of a run: let queued evaluations finish, within ``timeout`` s."""
+        for _ in range(3):
+            self.poll(timeout)
+            if self.pending is None:
+                return

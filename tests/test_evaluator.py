@@ -1,0 +1,216 @@
+"""The external evaluator: determinism, oracle baseline, divergence alerts, restarts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from evaluator.episodes import evaluation_seeds, oracle_for, run_episodes
+from evaluator.evaluator import Evaluator
+from evaluator.metrics import summarize
+from evaluator.remote import evaluator_actor_name
+from learner.driver import Trainer
+from learner.policy import build_policy
+from sims.warehouse import WarehouseEnv
+from turnwise.checkpoint import save_checkpoint
+from turnwise.checkpoint_store import open_store
+from turnwise.config import EnvConfig, EvaluatorConfig, compose_config
+from turnwise.spaces import space_to_json
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = [
+    "+exp=warehouse",
+    "actors.envs_per_actor=32",
+    "actors.fragment_length=32",
+    "train.progress=false",
+]
+WAREHOUSE = EnvConfig(kwargs={"size": "small"})
+EVAL = EvaluatorConfig(episodes=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def make_checkpoint(store_dir: Path, env_steps: int = 1000, train_return: float = 1.0) -> str:
+    env = WarehouseEnv()
+    model = build_policy(env.observation_space, env.action_space, [16, 16])
+    config = compose_config(["+exp=warehouse", "learner.hidden_sizes=[16,16]"])
+    manifest = {
+        "evaluate": True,
+        "env_id": "Warehouse-v0",
+        "env_version": env.version,
+        "observation_space": space_to_json(env.observation_space),
+        "action_space": space_to_json(env.action_space),
+        "env_steps": env_steps,
+        "policy_version": env_steps // 100,
+        "train_return": train_return,
+        "config": __import__("dataclasses").asdict(config),
+    }
+    return save_checkpoint(open_store(str(store_dir)), model.state_dict(), {}, manifest)
+
+
+def test_the_same_checkpoint_evaluated_twice_gives_identical_results(tmp_path):
+    make_checkpoint(tmp_path / "checkpoints")
+    evaluator = Evaluator(str(tmp_path / "checkpoints"), WAREHOUSE, EVAL, str(tmp_path))
+    first, second = evaluator.evaluate(), evaluator.evaluate()
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    assert len(evaluator.table.rows()) == 2
+
+
+def test_the_oracle_scores_one_and_a_random_policy_far_lower():
+    seeds = evaluation_seeds(EVAL.seed, 16)
+    oracle = run_episodes(WAREHOUSE, seeds, oracle_for(WAREHOUSE))
+    optimum = float(np.mean([e.total_return for e in oracle]))
+    milestones = WarehouseEnv.milestones
+    scored = summarize(oracle, None, optimum, milestones)
+    assert scored["fraction_of_oracle"] == pytest.approx(1.0)
+    assert scored["success_rate"] == 1.0
+    assert scored["milestone_without_success_rate"] == 0.0
+    rng = np.random.default_rng(0)
+    random = run_episodes(WAREHOUSE, seeds, lambda obs, env: int(rng.integers(6)))
+    scored = summarize(random, None, optimum, milestones)
+    assert scored["fraction_of_oracle"] < 0.2
+    assert 0 < scored["state_coverage"] <= 1
+
+
+def test_every_documented_metric_is_reported(tmp_path):
+    make_checkpoint(tmp_path / "checkpoints")
+    row = Evaluator(str(tmp_path / "checkpoints"), WAREHOUSE, EVAL, str(tmp_path)).evaluate()
+    for key in (
+        "eval_return",
+        "eval_return_std",
+        "fraction_of_oracle",
+        "success_rate",
+        "episode_length",
+        "action_entropy",
+        "state_coverage",
+        "visitation_entropy",
+        "visitation_grid",
+        "reward_components",
+        "milestone_without_success_rate",
+        "eval_train_ratio",
+        "divergence_alert",
+        "oracle_return",
+    ):
+        assert row[key] is not None, key
+    assert set(row["reward_components"]) == {"step", "progress", "pick", "deliver", "penalty"}
+    assert np.array(row["visitation_grid"]).shape == (6, 6)
+
+
+def test_best_follows_the_highest_evaluation_return(tmp_path):
+    store = tmp_path / "checkpoints"
+    make_checkpoint(store, env_steps=1000)
+    evaluator = Evaluator(str(store), WAREHOUSE, EVAL, str(tmp_path))
+    evaluator.evaluate()
+    assert open_store(str(store)).pointer("best") == "step-000000001000"
+
+
+def test_divergence_alert_fires_below_the_threshold_and_is_recorded(tmp_path):
+    make_checkpoint(tmp_path / "checkpoints", train_return=500.0)  # eval far below train
+    row = Evaluator(str(tmp_path / "checkpoints"), WAREHOUSE, EVAL, str(tmp_path)).evaluate()
+    assert row["eval_train_ratio"] < 0.8 and row["divergence_alert"]
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert alerts[0]["alert"] == "EvalTrainDivergence"
+
+
+def test_evaluate_once_cli_prints_every_metric_and_fails_cleanly_without_checkpoints(tmp_path):
+    make_checkpoint(tmp_path / "checkpoints")
+    config = compose_config([*SMALL, "evaluator.episodes=4"])
+    (tmp_path / "config.json").write_text(json.dumps(__import__("dataclasses").asdict(config)))
+    run = subprocess.run(
+        [sys.executable, "-m", "evaluator", str(tmp_path), "--once"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["episodes"] == 4 and "fraction_of_oracle" in result
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "evaluator", str(empty), "--once"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1 and "no checkpoint" in run.stderr and "Traceback" not in run.stderr
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def evaluated(run_dir: Path) -> list[str]:
+    path = run_dir / "evaluations.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["checkpoint"] for line in path.read_text().splitlines()]
+
+
+def test_a_killed_evaluator_is_restarted_and_training_goes_on(tmp_path):
+    config = compose_config(
+        [
+            *SMALL,
+            "train.env_steps=100000000",
+            "evaluator.every_env_steps=4096",
+            "evaluator.episodes=4",
+            "checkpoint.keep_last=0",
+        ]
+    )
+    trainer = Trainer(config, tmp_path)
+    runner = threading.Thread(target=trainer.run)
+    runner.start()
+    wait_for(lambda: evaluated(tmp_path), 180, "a first evaluation")
+    ray.kill(ray.get_actor(evaluator_actor_name(tmp_path)), no_restart=False)
+    before = len(evaluated(tmp_path))
+    steps_at_kill = trainer.counters.env_steps
+    wait_for(lambda: len(evaluated(tmp_path)) >= before + 2, 180, "evaluations after the restart")
+    trainer.stop()
+    runner.join(timeout=300)
+    names = evaluated(tmp_path)
+    assert len(names) == len(set(names))  # resumed from the next unevaluated checkpoint
+    assert trainer.counters.env_steps > steps_at_kill
+    marked = [n for n in open_store(str(tmp_path / "checkpoints")).list()]
+    assert set(names) <= set(marked)
+
+
+@pytest.mark.slow
+def test_a_reward_hacking_setup_raises_the_divergence_alert(tmp_path):
+    """Paying every pick and no delivery: the policy farms picks in training, the
+    fixed evaluation env (default rewards) shows it never delivers."""
+    config = compose_config(
+        [
+            "+exp=warehouse",
+            "train.progress=false",
+            "train.env_steps=300000",
+            "evaluator.every_env_steps=100000",
+            "evaluator.episodes=16",
+            "+env.kwargs.milestone_once_per_order=false",
+            "+env.kwargs.rewards={deliver: 0.0}",
+        ]
+    )
+    config.evaluator.env = WAREHOUSE
+    Trainer(config, tmp_path).run()
+    rows = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
+    assert rows[-1]["divergence_alert"] and rows[-1]["eval_train_ratio"] < 0.8
+    assert rows[-1]["train_return"] > 5  # it did learn to farm the milestone
+    assert (tmp_path / "alerts.jsonl").exists()
