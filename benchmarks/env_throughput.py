@@ -7,8 +7,9 @@ Measures the single env (``WarehouseEnv``, reset on episode end), Gymnasium's
 ``SAME_STEP`` autoreset) under a uniformly random policy whose actions are drawn
 in advance, so the policy costs nothing, and the batched env driven by the
 vectorized oracle, whose short episodes make resets dominate (its timing includes
-the oracle's own cost). Each cell: build and reset the env, warm up, then time a
-fixed number of ``step()`` calls three times and keep the median rate. Full-mode
+the oracle's own cost). Every env is built and reset first (untimed); then each
+round warms up and times a fixed number of ``step()`` calls in every cell in turn,
+three rounds, and each cell keeps its median rate. Full-mode
 vector cells time whole multiples of the 100-step budget, so under the random
 policy every env truncates, and resets, as often in each repeat.
 
@@ -219,42 +220,46 @@ class Measurement:
         return total / self.episodes if self.episodes else None
 
 
-def measure(cell: Cell, repeats: int, on_repeat: Callable[[], None] = lambda: None) -> Measurement:
-    """Build and reset (untimed), warm up, then time ``repeats`` runs of ``cell.calls``."""
-    workload = WORKLOADS[cell.implementation](cell.num_envs, SEED)
-    try:
-        workload.play(workload.draw(cell.warmup_calls))
-        seconds, episodes = [], 0
-        for _ in range(repeats):
-            drawn = workload.draw(cell.calls)
-            gc.collect()
-            start = time.perf_counter()
-            episodes += workload.play(drawn)
-            seconds.append(time.perf_counter() - start)
-            on_repeat()
-    finally:
-        workload.close()
-    return Measurement(cell, tuple(seconds), episodes)
+def time_once(workload: Workload, cell: Cell) -> tuple[float, int]:
+    """Warm up, then time ``cell.calls`` step() calls: (seconds, episodes ended)."""
+    workload.play(workload.draw(cell.warmup_calls))
+    drawn = workload.draw(cell.calls)
+    gc.collect()
+    start = time.perf_counter()
+    episodes = workload.play(drawn)
+    return time.perf_counter() - start, episodes
 
 
 def run_cells(cells: Sequence[Cell], repeats: int, console: Console) -> list[Measurement]:
-    """Measure every cell in turn, with a progress bar on ``console``."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    results = []
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("env throughput", total=len(cells) * repeats)
-        for cell in cells:
-            label = f"{LABELS[cell.implementation]}, {cell.num_envs} envs"
-            progress.update(task, description=label)
-            result = measure(cell, repeats, lambda: progress.advance(task))
-            logger.info("%s: %s steps/s", label, f"{result.steps_per_second:,.0f}")
-            results.append(result)
+    """Build every cell's env (untimed), then time the cells round-robin, one repeat of
+    each per round, so load that comes and goes on the machine hits all cells alike."""
+    seconds: list[list[float]] = [[] for _ in cells]
+    episodes = [0] * len(cells)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("building envs", total=len(cells) * repeats)
+        workloads = [WORKLOADS[c.implementation](c.num_envs, SEED) for c in cells]
+        try:
+            for round_ in range(repeats):
+                for i, (cell, workload) in enumerate(zip(cells, workloads, strict=True)):
+                    progress.update(task, description=f"{round_ + 1}/{repeats} {_label(cell)}")
+                    elapsed, ended = time_once(workload, cell)
+                    seconds[i].append(elapsed)
+                    episodes[i] += ended
+                    progress.advance(task)
+        finally:
+            for workload in workloads:
+                workload.close()
+    results = [
+        Measurement(c, tuple(s), e) for c, s, e in zip(cells, seconds, episodes, strict=True)
+    ]
+    for result in results:
+        logger.info("%s: %s steps/s", _label(result.cell), f"{result.steps_per_second:,.0f}")
     return results
+
+
+def _label(cell: Cell) -> str:
+    return f"{LABELS[cell.implementation]}, {cell.num_envs} envs"
 
 
 # -- report -----------------------------------------------------------------------------

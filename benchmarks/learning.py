@@ -1,0 +1,169 @@
+"""Learning benchmark: the default experiments as a user runs them, side by side.
+
+``python -m benchmarks.learning [--quick]`` runs, in one process, one after another:
+``+exp=warehouse`` with the evaluator on and with it off (throughput cost of the
+external evaluation), and ``+exp=cartpole``. It reports wall-clock and env steps
+until the evaluation return reaches 90% of the oracle's on the held-out seeds, the
+final fraction of the oracle, CartPole's steps to a mean training return of 450,
+writes ``benchmarks/results/learning.json`` and the ``learning`` section of
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import ray
+import torch
+
+from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, update_section, write_json
+from learner.driver import train
+from learner.progress import read_metrics
+from turnwise.config import compose_config
+
+log = logging.getLogger("benchmarks.learning")
+
+RUNS = {  # name -> overrides; quick mode shortens the budgets
+    "warehouse": ["+exp=warehouse"],
+    "warehouse, evaluator off": ["+exp=warehouse", "evaluator.enabled=false"],
+    "cartpole": ["+exp=cartpole"],
+}
+QUICK = {"warehouse": 300_000, "cartpole": 100_000}
+
+
+def run_one(name: str, overrides: list[str], quick: bool, root: Path) -> dict[str, Any]:
+    budget = next((v for k, v in QUICK.items() if name.startswith(k)), None)
+    extra = [f"train.env_steps={budget}"] if quick and budget else []
+    config = compose_config([*overrides, *extra, "train.progress=false"])
+    run_dir = root / name.replace(", ", "-").replace(" ", "-")
+    log.info("running %s (%s env steps)", name, f"{config.train.env_steps:,}")
+    result = train(config, run_dir)
+    return summarize(name, run_dir, result.counters.env_steps)
+
+
+def summarize(name: str, run_dir: Path, env_steps: int) -> dict[str, Any]:
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    evaluations_path = run_dir / "evaluations.jsonl"
+    evaluations = (
+        [json.loads(line) for line in evaluations_path.read_text().splitlines()]
+        if evaluations_path.exists()
+        else []
+    )
+    row: dict[str, Any] = {
+        "run": name,
+        "env_steps": env_steps,
+        "seconds": metrics[-1]["time_s"],
+        "env_steps_per_second": metrics[-1]["env_steps_per_second"],
+        "final_train_return": metrics[-1]["train_return"],
+    }
+    solved = next((e for e in evaluations if (e.get("fraction_of_oracle") or 0) >= 0.9), None)
+    if evaluations:
+        row["final_fraction_of_oracle"] = evaluations[-1].get("fraction_of_oracle")
+        row["final_eval_return"] = evaluations[-1]["eval_return"]
+    if solved:
+        row["steps_to_90pct_oracle"] = solved["env_steps"]
+        row["seconds_to_90pct_oracle"] = time_at(metrics, solved["env_steps"])
+    reached = next((m for m in metrics if m["train_return"] >= 450), None)
+    if name.startswith("cartpole") and reached:
+        row["steps_to_return_450"] = reached["env_steps"]
+        row["seconds_to_return_450"] = reached["time_s"]
+    return row
+
+
+def time_at(metrics: list[dict[str, Any]], env_steps: int) -> float:
+    return next(m["time_s"] for m in metrics if m["env_steps"] >= env_steps)
+
+
+def render(report: dict[str, Any]) -> str:
+    rows = {r["run"]: r for r in report["runs"]}
+    on, off = rows.get("warehouse"), rows.get("warehouse, evaluator off")
+    lines = [
+        "<!-- learning:begin -->",
+        "## Learning: the default experiments",
+        "",
+        "Produced by:",
+        "",
+        f"```\n{report['command']}\n```",
+        "",
+        f"- Machine: {report['machine']['cpu_model']}, {report['machine']['cpu_count']} CPUs, "
+        f"no GPU; torch {report['machine']['torch']}, Ray {report['machine']['ray']}",
+        f"- Date: {report['date']} ({report['mode']} mode)",
+        "",
+        "| run | env steps | wall-clock s | env steps/s | 90% of oracle (eval) at "
+        "| final eval / oracle | CartPole return 450 at |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["runs"]:
+        solved = (
+            f"{r['steps_to_90pct_oracle']:,} steps, {r['seconds_to_90pct_oracle']:.0f} s"
+            if "steps_to_90pct_oracle" in r
+            else "-"
+        )
+        fraction = r.get("final_fraction_of_oracle")
+        cart = (
+            f"{r['steps_to_return_450']:,} steps, {r['seconds_to_return_450']:.0f} s"
+            if "steps_to_return_450" in r
+            else ("not reached" if r["run"].startswith("cartpole") else "-")
+        )
+        lines.append(
+            f"| {r['run']} | {r['env_steps']:,} | {r['seconds']:.0f} | "
+            f"{r['env_steps_per_second']:,.0f} | {solved} | "
+            f"{'-' if fraction is None else f'{fraction:.3f}'} | {cart} |"
+        )
+    if on and off:
+        ratio = on["env_steps_per_second"] / off["env_steps_per_second"]
+        lines += [
+            "",
+            f"Learner throughput with the evaluator on is {ratio:.0%} of that with it off "
+            "(the acceptance bound is 90%).",
+        ]
+    lines += [
+        "",
+        "Evaluation: greedy policy on the 32 fixed held-out seeds of `evaluator.seed`, "
+        "against the oracle's return on the same episodes; evaluations at every "
+        "`evaluator.every_env_steps`, so the time to 90% is resolved to that interval.",
+        "<!-- learning:end -->",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning")
+    parser.add_argument("--quick", action="store_true", help="short budgets (a few minutes)")
+    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="a subset of runs")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "learning.json")
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
+    args = parser.parse_args(argv)
+    names = args.only or list(RUNS)
+    with tempfile.TemporaryDirectory(prefix="turnwise-learning-") as root:
+        runs = [run_one(name, RUNS[name], args.quick, Path(root)) for name in names]
+    report = {
+        "benchmark": "learning",
+        "command": shlex.join(["python", "-m", "benchmarks.learning", *argv]),
+        "mode": "quick" if args.quick else "full",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(
+            torch=torch.__version__, ray=ray.__version__, gymnasium=gymnasium.__version__
+        ),
+        "runs": runs,
+    }
+    write_json(report, args.out)
+    update_section(args.markdown, "learning", render(report))
+    print(render(report))
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    main()

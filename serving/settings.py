@@ -1,0 +1,69 @@
+"""The server's options: builder arguments (``serving.app:build_app``) and ``user_config``.
+
+Unknown keys are errors, so a misspelled option fails the deploy instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Serve deployment options the server starts from; ``deployment`` in the builder
+# arguments (or the ``deployments:`` section of a Serve config file) overrides them.
+DEFAULT_DEPLOYMENT: dict[str, Any] = {
+    "num_replicas": 1,
+    "max_ongoing_requests": 128,  # per replica; >= max_batch_size keeps batches full
+    "max_queued_requests": 256,  # per caller (proxy); beyond it Serve answers 503 at once
+    "ray_actor_options": {"num_cpus": 1},
+    "health_check_period_s": 5.0,
+    "graceful_shutdown_timeout_s": 10.0,
+}
+
+
+class PolicySettings(BaseModel):
+    """What can change on running replicas, through ``reconfigure(user_config)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pointer: Literal["best", "latest"] = "best"  # followed unless a checkpoint is pinned
+    watch_interval_s: float = Field(10.0, ge=0)  # poll the pointer this often; 0: never
+    max_batch_size: int = Field(128, ge=1, le=65_536)  # observation rows per model forward
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)  # wait this long to fill a batch
+
+
+class UserConfig(PolicySettings):
+    """``user_config`` of the deployment: the settings above, and a checkpoint to pin."""
+
+    checkpoint: str | None = None  # a checkpoint name in the store, or best/latest; None: pointer
+
+
+class ServeArgs(PolicySettings):
+    """Arguments of :func:`serving.app.build_app` (the ``args:`` of a Serve config file)."""
+
+    checkpoint: str  # checkpoint dir, run dir, store path or s3:// URI (see serving.source)
+    max_request_rows: int = Field(128, ge=1)  # observations in one request
+    max_body_bytes: int = Field(1 << 20, ge=1024)  # larger request bodies get 413
+    check_bounds: bool = True  # refuse observations outside the space's low/high
+    token_env: str | None = None  # env var holding the bearer token; None: no auth
+    deployment: dict[str, Any] = Field(default_factory=dict)  # Serve deployment options
+
+    @model_validator(mode="after")
+    def _rows_fit_a_batch(self) -> ServeArgs:
+        check_rows(self.max_request_rows, self.max_batch_size)
+        return self
+
+    def deployment_options(self) -> dict[str, Any]:
+        options = {**DEFAULT_DEPLOYMENT, **self.deployment}
+        if options.get("autoscaling_config"):
+            options.pop("num_replicas", None)
+        return options
+
+
+def check_rows(max_request_rows: int, max_batch_size: int) -> None:
+    """A request's rows are never split between batches, so they must fit in one."""
+    if max_request_rows > max_batch_size:
+        raise ValueError(
+            f"max_request_rows ({max_request_rows}) must not exceed "
+            f"max_batch_size ({max_batch_size})"
+        )

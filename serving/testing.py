@@ -1,0 +1,74 @@
+"""Checkpoints of untrained policies, for tests, benchmarks and demos of the server.
+
+>>> import tempfile
+>>> built = make_checkpoint(tempfile.mkdtemp(), env_steps=1000, policy_version=3)
+>>> built.name
+'step-000000001000'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from learner.policy import ActorCritic, build_policy
+from turnwise.checkpoint import save_checkpoint
+from turnwise.checkpoint_store import open_store
+from turnwise.config import Config
+from turnwise.spaces import space_to_json
+
+
+@dataclass(frozen=True)
+class BuiltCheckpoint:
+    name: str
+    uri: str
+    model: ActorCritic  # the policy as saved, in eval mode
+
+
+def make_checkpoint(
+    store_uri: str,
+    env_steps: int = 400_000,
+    policy_version: int = 1,
+    seed: int = 0,
+    promote: Literal["best", "latest"] = "best",
+    logit_scale: float = 100.0,
+) -> BuiltCheckpoint:
+    """Save a fresh Warehouse-v0 policy with a non-trivial normalizer into ``store_uri``.
+
+    ``latest`` always moves to it; ``promote="best"`` moves ``best`` too. The policy
+    head is scaled by ``logit_scale`` so greedy actions differ between observations.
+    """
+    from sims.warehouse import WarehouseEnv
+
+    config = Config()
+    env = WarehouseEnv()
+    torch.manual_seed(seed)
+    model = build_policy(env.observation_space, env.action_space, config.learner.hidden_sizes)
+    rng = np.random.default_rng(seed)
+    size = model.normalizer.mean.numel()
+    with torch.no_grad():
+        model.normalizer.mean.copy_(torch.as_tensor(rng.uniform(-0.5, 0.5, size)))
+        model.normalizer.var.copy_(torch.as_tensor(rng.uniform(0.05, 2.0, size)))
+        model.normalizer.count.fill_(float(env_steps))
+        model.policy[-1].weight.mul_(logit_scale)
+    model.eval()
+    manifest = {
+        "env_id": config.env.id,
+        "env_version": env.version,
+        "observation_space": space_to_json(env.observation_space),
+        "action_space": space_to_json(env.action_space),
+        "env_steps": env_steps,
+        "policy_version": policy_version,
+        "config": dataclasses.asdict(config),
+    }
+    store = open_store(store_uri)
+    uri = save_checkpoint(store, model.state_dict(), {"counters": {"env_steps": env_steps}}, manifest)
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    if promote == "best":
+        store.set_pointer("best", name)
+    env.close()
+    return BuiltCheckpoint(name=name, uri=uri, model=model)
