@@ -388,10 +388,11 @@ def render_section(report: dict[str, Any]) -> str:
             BEGIN,
             f"## Env throughput: {env['id']} ({env['size']})",
             "",
-            f"Raw env steps per second, median of {report['repeats']} timed repeats after a "
-            "warm-up. Random rows:",
-            "a uniformly random policy with actions drawn in advance (the policy costs nothing);",
-            "the oracle row includes the cost of `oracle_actions`. Produced by:",
+            f"Raw env steps per second: each row is the median of {report['repeats']} timed "
+            "repeats, taken",
+            "round-robin over the rows after a warm-up. Random rows: a uniformly random policy",
+            "with actions drawn in advance (the policy costs nothing); the oracle row includes",
+            "the cost of `oracle_actions`. Produced by:",
             "",
             "```",
             report["command"],
