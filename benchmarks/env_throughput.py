@@ -369,8 +369,8 @@ def interpretation(report: dict[str, Any]) -> str:
     )
     if sync is not None:
         sentence += (
-            f", while SyncVectorEnv stays at {sync['speedup_vs_single']:.1f}x since it still "
-            "makes one Python step per env"
+            f", while SyncVectorEnv sits at {sync['speedup_vs_single']:.1f}x as it still makes "
+            "one Python step per env, plus merging their infos"
         )
     if oracle is not None and oracle["mean_episode_length"]:
         sentence += (

@@ -65,9 +65,11 @@ class RemoteEvaluator:
         self.results += rows
         return rows
 
-    def drain(self, timeout: float) -> None:
+    def drain(self, timeout: float) -> list[dict[str, Any]]:
         """At the end of a run: let queued evaluations finish, within ``timeout`` s."""
+        rows: list[dict[str, Any]] = []
         for _ in range(3):
-            self.poll(timeout)
+            rows += self.poll(timeout)
             if self.pending is None:
-                return
+                break
+        return rows

@@ -31,6 +31,7 @@ from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
 from turnwise.checkpoint import load_checkpoint, save_checkpoint
 from turnwise.checkpoint_store import CheckpointStore, open_store
 from turnwise.config import Config
+from turnwise.metrics import TrainingMetrics
 from turnwise.schema import column_numpy
 from turnwise.spaces import space_to_json
 
@@ -131,6 +132,7 @@ class Trainer:
         self._stop = threading.Event()
         self._evaluations_before = 0
         self.evaluator: RemoteEvaluator | None = None
+        self.telemetry = TrainingMetrics(run=run_dir.resolve().name, experiment=self.env.env_id)
         if config.resume:
             self._restore()
 
@@ -174,13 +176,16 @@ class Trainer:
             "learner": {"optimizer": state["optimizer"], "version": state["version"]},
             "counters": dataclasses.asdict(self.counters),
         }
-        return save_checkpoint(
+        uri = save_checkpoint(
             self.store, state["model"], trainer, manifest, self.config.checkpoint.keep_last
         )
+        self.telemetry.observe_checkpoint()
+        return uri
 
     # -- the run --------------------------------------------------------------------
     def run(self) -> TrainResult:
         self._write_run_record()
+        self._serve_metrics()
         with ray_session(self.config):
             actors = self._start_actors()
             self.evaluator = self._start_evaluator()
@@ -195,7 +200,8 @@ class Trainer:
                 uri = self.save(evaluate=self.evaluator is not None)
                 if self.evaluator is not None:  # the final checkpoint is evaluated too
                     self.evaluator.request()
-                    self.evaluator.drain(timeout=EVALUATION_DRAIN_S)
+                    for row in self.evaluator.drain(timeout=EVALUATION_DRAIN_S):
+                        self.telemetry.observe_evaluation(row)
                     self._count_evaluations()
             finally:
                 progress.close()
@@ -204,6 +210,7 @@ class Trainer:
                     ray.kill(actor)
                 if self.evaluator is not None:
                     ray.kill(self.evaluator.actor)
+                self.telemetry.close()
         log.info("run finished at %s env steps; checkpoint %s", self.counters.env_steps, uri)
         return TrainResult(
             self.run_dir, self.counters, uri, self.episodes.summary()["train_return"]
@@ -227,9 +234,26 @@ class Trainer:
             return None
         return RemoteEvaluator(self.config, self.run_dir, self.store.uri)
 
+    def _serve_metrics(self) -> None:
+        """The Prometheus endpoint; a busy port falls back to a free one (logged and
+        written to RUN_DIR/metrics_endpoint)."""
+        cfg = self.config.monitoring
+        if cfg.metrics_port < 0:
+            return
+        try:
+            port = self.telemetry.serve(cfg.metrics_port, cfg.metrics_host)
+        except OSError as error:
+            log.warning(
+                "metrics port %d unavailable (%s); using a free one", cfg.metrics_port, error
+            )
+            port = self.telemetry.serve(0, cfg.metrics_host)
+        url = f"http://{cfg.metrics_host}:{port}/metrics"
+        write_atomic(self.run_dir / "metrics_endpoint", url.encode())
+
     def _count_evaluations(self) -> None:
         if self.evaluator is not None:
-            self.evaluator.poll()
+            for row in self.evaluator.poll():
+                self.telemetry.observe_evaluation(row)
             self.counters.evaluations = len(self.evaluator.results) + self._evaluations_before
             self.counters.evaluator_failures = self.evaluator.failures
 
@@ -283,6 +307,7 @@ class Trainer:
                 **stats,
             }
             metrics.write(row)
+            self.telemetry.observe_update(row)
             progress.update(self.counters.env_steps, row)
             checkpoint_due, evaluation_due = schedule.due(self.counters.env_steps)
             if checkpoint_due or (evaluation_due and self.evaluator is not None):

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import numpy as np
+import torch
 from gymnasium import spaces
 
 from learner.policy import ActorCritic, policy_from_checkpoint
@@ -164,6 +166,8 @@ def load_policy(source: PolicySource, name: str) -> LoadedPolicy:
     model = policy_from_checkpoint(checkpoint)
     for param in model.parameters():
         param.requires_grad_(False)
+    with torch.inference_mode():  # warm up, so the first request does not pay for it
+        model(torch.zeros(1, int(np.prod(obs_space.shape))))
     policy = LoadedPolicy(
         model=model,
         name=checkpoint.name,
@@ -174,6 +178,9 @@ def load_policy(source: PolicySource, name: str) -> LoadedPolicy:
         loaded_at=time.time(),
     )
     logger.info(
-        "loaded %s (policy version %d, env %s)", policy.uri, policy.policy_version, policy.env_version
+        "loaded %s (policy version %d, env %s)",
+        policy.uri,
+        policy.policy_version,
+        policy.env_version,
     )
     return policy

@@ -66,7 +66,9 @@ def make_checkpoint(
         "config": dataclasses.asdict(config),
     }
     store = open_store(store_uri)
-    uri = save_checkpoint(store, model.state_dict(), {"counters": {"env_steps": env_steps}}, manifest)
+    uri = save_checkpoint(
+        store, model.state_dict(), {"counters": {"env_steps": env_steps}}, manifest
+    )
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     if promote == "best":
         store.set_pointer("best", name)

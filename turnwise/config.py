@@ -86,7 +86,8 @@ class EvaluatorConfig:
 
 @dataclass
 class MonitoringConfig:
-    metrics_port: int = 0  # Prometheus endpoint on 127.0.0.1 (0: off)
+    metrics_port: int = 9464  # Prometheus endpoint of the driver; 0: any free port; -1: off
+    metrics_host: str = "127.0.0.1"  # bind address of the endpoint (0.0.0.0 inside a pod)
 
 
 @dataclass
