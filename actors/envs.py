@@ -36,8 +36,17 @@ class EnvInfo:
     reset_options: frozenset[str]
 
 
+_LAUNCHERS: dict[str, Any] = {}  # one launched simulator server per process (= per actor)
+
+
 def make_env(config: EnvConfig, **extra: Any) -> gymnasium.Env:
-    """One env instance, with a clear error for an unknown id or bad kwargs."""
+    """One env instance (in-process or a remote simulator session), with a clear error
+    for an unknown id or bad kwargs."""
+    mode = config.simulator.mode
+    if mode in ("connect", "launch"):
+        return _remote_env(config)
+    if mode != "inprocess":
+        raise ValueError(f"env.simulator.mode must be inprocess, connect or launch, got {mode!r}")
     if config.id not in gymnasium.registry:
         raise ValueError(f"env.id {config.id!r} is not a registered Gymnasium env")
     try:
@@ -46,6 +55,21 @@ def make_env(config: EnvConfig, **extra: Any) -> gymnasium.Env:
         raise ValueError(
             f"env.kwargs {dict(config.kwargs)} rejected by {config.id}: {error}"
         ) from error
+
+
+def _remote_env(config: EnvConfig) -> gymnasium.Env:
+    from actors.remote_env import RemoteEnv, SimulatorLauncher, parse_address
+
+    sim = config.simulator
+    if sim.mode == "connect":
+        parse_address(sim.address)  # a malformed address fails here, clearly
+        address = lambda: sim.address  # noqa: E731
+    else:
+        key = json.dumps([config.id, dict(config.kwargs), sim.host], sort_keys=True)
+        if key not in _LAUNCHERS:
+            _LAUNCHERS[key] = SimulatorLauncher(config.id, dict(config.kwargs), sim.host)
+        address = _LAUNCHERS[key].address
+    return RemoteEnv(config.id, address, sim.timeout_s, sim.connect_retries)
 
 
 def describe_env(config: EnvConfig) -> EnvInfo:
@@ -75,7 +99,8 @@ def make_vector_env(config: EnvConfig, num_envs: int, seed_root: list[int]) -> V
         raise ValueError(
             f"env.vectorization must be 'auto' or 'sync', got {config.vectorization!r}"
         )
-    if config.vectorization == "auto" and spec.vector_entry_point is not None:
+    local = config.simulator.mode == "inprocess"
+    if local and config.vectorization == "auto" and spec.vector_entry_point is not None:
         batched = gymnasium.make_vec(
             config.id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
         ).unwrapped
@@ -94,7 +119,11 @@ def follows_contract(vec: VectorEnv) -> bool:
 
 class EpisodeSeededVectorEnv(VectorEnv):
     """SyncVectorEnv with SAME_STEP autoreset in which every episode gets its own seed
-    ``SeedSequence(seed_root + [env, episode]).generate_state(1)[0]``."""
+    ``SeedSequence(seed_root + [env, episode]).generate_state(1)[0]``.
+
+    Envs that declare ``reset_options`` report in their reset info what re-creates
+    each episode (Warehouse-v0: persistent state and shift seed); those are seeded
+    once and then reset without a seed, so their persistent state carries over."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -107,6 +136,7 @@ class EpisodeSeededVectorEnv(VectorEnv):
         self.action_space = self._inner.action_space
         self._seed_root = list(seed_root)
         self._episodes = np.zeros(self.num_envs, dtype=np.int64)
+        self._self_reporting = bool(getattr(self._inner.envs[0].unwrapped, "reset_options", ()))
 
     def episode_seeds(self, mask: np.ndarray) -> list[int | None]:
         return [
@@ -119,7 +149,9 @@ class EpisodeSeededVectorEnv(VectorEnv):
     def reset(self, *, seed=None, options=None):
         everyone = np.ones(self.num_envs, dtype=bool)
         seeds = self.episode_seeds(everyone)
-        obs, _ = self._inner.reset(seed=seeds)
+        obs, info = self._inner.reset(seed=seeds)
+        if self._self_reporting:
+            return obs, info
         return obs, {"episode_seed": np.array(seeds, dtype=np.int64)}
 
     def step(self, actions):
@@ -129,10 +161,12 @@ class EpisodeSeededVectorEnv(VectorEnv):
             info["final_obs"] = np.where(done[:, None], obs, 0.0)
             info["_final_obs"] = done
             self._episodes += done
-            seeds = self.episode_seeds(done)
-            new_obs, _ = self._inner.reset(seed=seeds, options={"reset_mask": done})
+            seeds = [None] * self.num_envs if self._self_reporting else self.episode_seeds(done)
+            new_obs, reset_info = self._inner.reset(seed=seeds, options={"reset_mask": done})
             obs = np.where(done[:, None], new_obs, obs)
-            info["reset_info"] = {"episode_seed": np.array([s or 0 for s in seeds], np.int64)}
+            if not self._self_reporting:
+                reset_info = {"episode_seed": np.array([s or 0 for s in seeds], np.int64)}
+            info["reset_info"] = reset_info
         return obs, rewards, terminated, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:

@@ -48,7 +48,7 @@ from actors.transition_log import part_files, transitions
 from sims import WAREHOUSE_ID
 from sims.warehouse import observation
 from sims.warehouse.layout import ACTION_NAMES
-from turnwise.config import EnvConfig
+from turnwise.config import EnvConfig, env_config_from_dict
 
 LIST_LIMIT = 50  # episodes --list shows unless told otherwise
 NO_WRAP = 10_000  # console width when the output is not a terminal
@@ -82,6 +82,7 @@ class VerifyResult:
     episode_id: str
     steps: int  # steps that matched the log
     mismatch: Mismatch | None = None
+    cut_by_simulator_failure: bool = False  # the log ends the episode at a dead simulator
 
     @property
     def ok(self) -> bool:
@@ -89,7 +90,8 @@ class VerifyResult:
 
     def message(self) -> str:
         if self.mismatch is None:
-            return f"verified {self.steps} steps of episode {self.episode_id}"
+            cut = " (then cut by a simulator failure)" if self.cut_by_simulator_failure else ""
+            return f"verified {self.steps} steps of episode {self.episode_id}{cut}"
         return f"episode {self.episode_id} does not replay: {self.mismatch}"
 
 
@@ -135,7 +137,7 @@ def load_env_config(run_dir: Path) -> EnvConfig:
     """The run's env config, from ``config.json``."""
     path = run_dir / "config.json"
     try:
-        return EnvConfig(**json.loads(path.read_text())["env"])
+        return env_config_from_dict(json.loads(path.read_text())["env"])
     except FileNotFoundError as error:
         raise ReplayError(f"{path} not found: it says which env the run used") from error
     except (json.JSONDecodeError, KeyError, TypeError) as error:
@@ -285,6 +287,8 @@ def _resimulate(
         mismatch = _obs_mismatch(step, "obs", row["obs"], obs)
         if mismatch is not None:
             return VerifyResult(episode_id, step, mismatch)
+        if row.get("simulator_failure"):  # this action never ran: nothing more to re-simulate
+            return VerifyResult(episode_id, step, cut_by_simulator_failure=True)
         try:
             outcome = _step(env, row["action"], episode_return)
         except Exception as error:  # the simulator rejecting a logged action is a finding

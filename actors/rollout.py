@@ -133,14 +133,17 @@ class RolloutWorker:
             rec["step"].append(episodes.step.copy())
             rec["obs"].append(self.obs)
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
-            for name, part in info.get("reward_components", {}).items():
-                rec[f"reward_{name}"].append(part)
+            components = info.get("reward_components", {})
+            for name in self.info.reward_components:  # Gymnasium's "_name" masks are skipped
+                rec[f"reward_{name}"].append(components[name])
             rec["action"].append(action)
             rec["logp"].append(logp)
             rec["value"].append(value)
             rec["reward"].append(reward)
             rec["terminated"].append(terminated)
             rec["truncated"].append(truncated)
+            failed = info.get("simulator_failure", np.zeros(num_envs, dtype=bool))
+            rec["simulator_failure"].append(failed & info.get("_simulator_failure", True))
             done = terminated | truncated
             episodes.returns += reward
             if truncated.any():
@@ -180,4 +183,5 @@ _PER_STEP = (
     "reward",
     "terminated",
     "truncated",
+    "simulator_failure",
 )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from turnwise.checkpoint import load_checkpoint
 from turnwise.checkpoint_store import open_store
-from turnwise.config import EnvConfig, EvaluatorConfig
+from turnwise.config import EnvConfig, EvaluatorConfig, env_config_from_dict
 
 log = logging.getLogger("evaluator")
 
@@ -38,7 +38,7 @@ def locate(target: str) -> tuple[str, str | None, dict]:
 def evaluator_settings(config: dict) -> tuple[EnvConfig, EvaluatorConfig]:
     fields = {f.name for f in dataclasses.fields(EvaluatorConfig)}
     raw = {k: v for k, v in config.get("evaluator", {}).items() if k in fields}
-    env = EnvConfig(**(raw.pop("env", None) or config["env"]))
+    env = env_config_from_dict(raw.pop("env", None) or config["env"])
     return env, EvaluatorConfig(**raw)
 
 

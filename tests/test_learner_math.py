@@ -129,6 +129,7 @@ def schema_and_batch(rows: int = 12):
         "reward_pick": rng.random(rows, dtype=np.float32),
         "terminated": rng.random(rows) < 0.2,
         "truncated": np.zeros(rows, bool),
+        "simulator_failure": np.zeros(rows, bool),
         "logp": rng.random(rows, dtype=np.float32),
         "value": rng.random(rows, dtype=np.float32),
         "policy_version": np.full(rows, 3, np.int64),

@@ -17,10 +17,20 @@ from hydra.core.config_store import ConfigStore
 
 
 @dataclass
+class SimulatorConfig:
+    mode: str = "inprocess"  # inprocess; connect: a running sims.server; launch: one per actor
+    address: str = ""  # connect: HOST:PORT of the simulator server
+    host: str = "127.0.0.1"  # launch: bind address of the launched server
+    timeout_s: float = 30.0  # a simulator silent this long counts as dead
+    connect_retries: int = 20  # connection attempts (backing off to 2 s) before giving up
+
+
+@dataclass
 class EnvConfig:
     id: str = "Warehouse-v0"  # any registered Gymnasium env id
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's constructor
     vectorization: str = "auto"  # auto: the env's batched vector_entry_point if it has one; sync
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)  # where the env runs
 
 
 @dataclass
@@ -115,6 +125,13 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False  # continue the run in RUN_DIR from its latest checkpoint
+
+
+def env_config_from_dict(data: dict[str, Any]) -> EnvConfig:
+    """An EnvConfig from its JSON form (config.json, a checkpoint manifest)."""
+    data = dict(data)
+    simulator = SimulatorConfig(**data.pop("simulator", None) or {})
+    return EnvConfig(**data, simulator=simulator)
 
 
 GROUPS: dict[str, type] = {

@@ -15,6 +15,8 @@ obs                          observation before the step, as the simulator produ
 action                       the executed action
 reward, reward_<component>   the reward and each named component
 terminated, truncated        how the step ended
+simulator_failure            the simulator died on this step: the episode was cut here
+                             (truncated, reward 0, the action never ran)
 logp, value                  behaviour log-prob of the action, value estimate of obs
 policy_version               version of the weights that chose the action
 env_version                  simulator version string
@@ -73,6 +75,7 @@ def transition_schema(
         *(pa.field(f"reward_{name}", pa.float32(), nullable=False) for name in reward_components),
         pa.field("terminated", pa.bool_(), nullable=False),
         pa.field("truncated", pa.bool_(), nullable=False),
+        pa.field("simulator_failure", pa.bool_(), nullable=False),
         pa.field("logp", pa.float32(), nullable=False),
         pa.field("value", pa.float32(), nullable=False),
         pa.field("policy_version", pa.int64(), nullable=False),

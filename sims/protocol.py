@@ -1,0 +1,86 @@
+"""The simulator wire protocol: length-prefixed msgpack messages over TCP.
+
+Each message is a 4-byte big-endian length and a msgpack map. NumPy arrays travel
+as ``{"__nd__": [dtype, shape, bytes]}``. A session opens with a handshake::
+
+    client: {"op": "hello", "protocol": 1}
+    server: {"ok": true, "protocol": 1, "env_id": ..., "env_version": ..., "spec": {...}}
+
+then ``reset`` (seed, options), ``step`` (action), ``close``. Every reply has
+``ok``; a failed request answers ``{"ok": false, "error": "..."}`` and the
+session stays usable, except for framing errors, which close it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """A malformed frame or message: the connection cannot go on."""
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"__nd__": [value.dtype.str, list(value.shape), value.tobytes()]}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(f"cannot send {type(value).__name__}")
+
+
+def _hook(value: dict) -> Any:
+    if "__nd__" in value and len(value) == 1:
+        dtype, shape, data = value["__nd__"]
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
+    return value
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    payload = msgpack.packb(message, default=_default, use_bin_type=True)
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def unpack(payload: bytes) -> dict[str, Any]:
+    try:
+        message = msgpack.unpackb(payload, object_hook=_hook, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise ProtocolError(f"undecodable message: {error}") from error
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    return message
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall(pack(message))
+
+
+def receive(sock: socket.socket) -> dict[str, Any]:
+    """One message; ConnectionError when the peer is gone, ProtocolError when garbled."""
+    (size,) = _HEADER.unpack(_read_exactly(sock, _HEADER.size))
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"frame of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return unpack(_read_exactly(sock, size))
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = sock.recv(min(remaining, 1 << 20))
+        if not chunk:
+            raise ConnectionError("the simulator connection closed")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
