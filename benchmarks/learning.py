@@ -26,7 +26,7 @@ import gymnasium
 import ray
 import torch
 
-from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, update_section, write_json
+from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, publish
 from learner.driver import train
 from learner.progress import read_metrics
 from turnwise.config import compose_config
@@ -158,9 +158,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "runs": runs,
     }
-    write_json(report, args.out)
-    update_section(args.markdown, "learning", render(report))
-    print(render(report))
+    publish(report, render(report), "learning", args.out, args.markdown)
     return report
 
 

@@ -75,3 +75,10 @@ def update_section(path: Path, name: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def publish(report: dict[str, Any], section: str, name: str, out: Path, markdown: Path) -> None:
+    """Write the JSON report, regenerate the ``name`` section, show the section."""
+    write_json(report, out)
+    update_section(markdown, name, section)
+    print(section)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from actors.rollout import RolloutWorker
-from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, update_section, write_json
+from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, publish
 from turnwise.config import ActorsConfig, EnvConfig, PPOConfig, SimulatorConfig
 
 PATHS = {
@@ -136,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "repeats": repeats,
         "rows": rows,
     }
-    write_json(report, args.out)
-    update_section(args.markdown, "simulator_transport", render(report))
-    print(render(report))
+    publish(report, render(report), "simulator_transport", args.out, args.markdown)
     return report
 
 

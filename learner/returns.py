@@ -12,6 +12,16 @@ from __future__ import annotations
 import torch
 
 
+def discounted_scan(deltas: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
+    """``out[t] = deltas[t] + carry[t] * out[t + 1]`` backwards over time (T, B)."""
+    out = torch.zeros_like(deltas)
+    running = torch.zeros_like(deltas[0])
+    for t in range(len(deltas) - 1, -1, -1):
+        running = deltas[t] + carry[t] * running
+        out[t] = running
+    return out
+
+
 def gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -22,13 +32,7 @@ def gae(
 ) -> torch.Tensor:
     """Generalized advantage estimates (T, B)."""
     deltas = rewards + gamma * next_values - values
-    carry = (1.0 - ends.float()) * gamma * lam
-    advantages = torch.zeros_like(values)
-    running = torch.zeros_like(values[0])
-    for t in range(len(rewards) - 1, -1, -1):
-        running = deltas[t] + carry[t] * running
-        advantages[t] = running
-    return advantages
+    return discounted_scan(deltas, (1.0 - ends.float()) * gamma * lam)
 
 
 def vtrace(
@@ -49,10 +53,5 @@ def vtrace(
     clipped_rhos = torch.clamp(rhos, max=rho_clip)
     cs = lam * torch.clamp(rhos, max=c_clip)
     deltas = clipped_rhos * (rewards + gamma * next_values - values)
-    carry = (1.0 - ends.float()) * gamma * cs
-    corrections = torch.zeros_like(values)
-    running = torch.zeros_like(values[0])
-    for t in range(len(rewards) - 1, -1, -1):
-        running = deltas[t] + carry[t] * running
-        corrections[t] = running
+    corrections = discounted_scan(deltas, (1.0 - ends.float()) * gamma * cs)
     return values + corrections, corrections
