@@ -3,20 +3,14 @@ section it regenerates in BENCHMARKS.md. No timing thresholds: figures are not c
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benchmarks/ is run from the repo root, not installed
-    sys.path.insert(0, str(ROOT))
-bench = importlib.import_module("benchmarks.env_throughput")
+import benchmarks.env_throughput as bench
 
 OTHER_BEFORE = "# turnwise benchmarks\n\nIntro kept as is.\n\n## Another benchmark\n\n| a | b |\n"
 STALE = f"{bench.BEGIN}\n## Env throughput\n\nstale figures 123\n{bench.END}\n"

@@ -253,6 +253,8 @@ def test_persistent_state_can_be_restored_for_replay():
     assert sorted(env.shift.orders.tolist()) == [0, 1, 2]
     with pytest.raises(ValueError, match="inventory"):
         env.reset(options={"persistent_state": {"inventory": [1, 1]}})
+    with pytest.raises(ValueError, match="inventory"):
+        env.reset(options={"persistent_state": {"inventory": [50, 1, 1]}})  # over capacity
     with pytest.raises(ValueError, match="unknown reset option"):
         env.reset(options={"reset_persistant": True})
 

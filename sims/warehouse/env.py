@@ -267,10 +267,10 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
 
 
 def _checked_inventory(state: Mapping[str, Any], config: WarehouseConfig) -> np.ndarray:
-    inventory = np.asarray(state.get("inventory"), dtype=np.int64)
-    if inventory.shape != (config.n_items,) or (inventory < 0).any():
+    inventory, cap = np.asarray(state.get("inventory"), dtype=np.int64), config.stock_capacity
+    if inventory.shape != (config.n_items,) or ((inventory < 0) | (inventory > cap)).any():
         raise ValueError(
-            f"persistent_state.inventory must be {config.n_items} non-negative ints, "
+            f"persistent_state.inventory must be {config.n_items} ints in [0, {cap}], "
             f"got {state.get('inventory')!r}"
         )
     if inventory.sum() < config.orders_per_shift:

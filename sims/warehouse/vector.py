@@ -27,7 +27,7 @@ from gymnasium.vector.utils import batch_space
 from sims.versioning import simulator_version
 from sims.warehouse import layout, observation
 from sims.warehouse.config import WarehouseConfig, make_config
-from sims.warehouse.env import PACKAGE_DIR, RESET_OPTIONS, REWARD_COMPONENTS, STATE_VARIABLES
+from sims.warehouse.env import PACKAGE_DIR, REWARD_COMPONENTS, STATE_VARIABLES
 from sims.warehouse.layout import DROP, MOVES, PICK, UNREACHABLE
 
 # (d_row, d_col) per action id; pick and drop do not move.
@@ -40,7 +40,7 @@ class WarehouseVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
     state_variables = STATE_VARIABLES
     reward_components = REWARD_COMPONENTS
-    reset_options = RESET_OPTIONS
+    reset_options = frozenset({"reset_persistent"})  # replay options are single-env only
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class WarehouseVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         options = options or {}
-        unknown = set(options) - {"reset_persistent"}  # replay options are single-env only
+        unknown = set(options) - self.reset_options
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
         seeds = _per_env_seeds(seed, self.num_envs)
