@@ -28,6 +28,7 @@ from actors.transition_log import write_atomic
 from evaluator.remote import RemoteEvaluator
 from learner.ppo import PPOLearner
 from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
+from monitoring.cloudwatch import CloudWatchExporter
 from turnwise.checkpoint import load_checkpoint, save_checkpoint
 from turnwise.checkpoint_store import CheckpointStore, open_store
 from turnwise.config import Config
@@ -133,6 +134,9 @@ class Trainer:
         self._evaluations_before = 0
         self.evaluator: RemoteEvaluator | None = None
         self.telemetry = TrainingMetrics(run=run_dir.resolve().name, experiment=self.env.env_id)
+        self.cloudwatch = CloudWatchExporter(  # makes no AWS call at all unless enabled
+            config.monitoring.cloudwatch, run=run_dir.resolve().name, experiment=self.env.env_id
+        )
         if config.resume:
             self._restore()
 
@@ -186,6 +190,7 @@ class Trainer:
     def run(self) -> TrainResult:
         self._write_run_record()
         self._serve_metrics()
+        self.cloudwatch.ensure_divergence_alarm()
         with ray_session(self.config):
             actors = self._start_actors()
             self.evaluator = self._start_evaluator()
@@ -201,7 +206,7 @@ class Trainer:
                 if self.evaluator is not None:  # the final checkpoint is evaluated too
                     self.evaluator.request()
                     for row in self.evaluator.drain(timeout=EVALUATION_DRAIN_S):
-                        self.telemetry.observe_evaluation(row)
+                        self._observe_evaluation(row)
                     self._count_evaluations()
             finally:
                 progress.close()
@@ -211,6 +216,7 @@ class Trainer:
                 if self.evaluator is not None:
                     ray.kill(self.evaluator.actor)
                 self.telemetry.close()
+                self.cloudwatch.close()
         log.info("run finished at %s env steps; checkpoint %s", self.counters.env_steps, uri)
         return TrainResult(
             self.run_dir, self.counters, uri, self.episodes.summary()["train_return"]
@@ -250,10 +256,14 @@ class Trainer:
         url = f"http://{cfg.metrics_host}:{port}/metrics"
         write_atomic(self.run_dir / "metrics_endpoint", url.encode())
 
+    def _observe_evaluation(self, row: dict[str, Any]) -> None:
+        self.telemetry.observe_evaluation(row)
+        self.cloudwatch.publish(row)
+
     def _count_evaluations(self) -> None:
         if self.evaluator is not None:
             for row in self.evaluator.poll():
-                self.telemetry.observe_evaluation(row)
+                self._observe_evaluation(row)
             self.counters.evaluations = len(self.evaluator.results) + self._evaluations_before
             self.counters.evaluator_failures = self.evaluator.failures
 
@@ -308,6 +318,7 @@ class Trainer:
             }
             metrics.write(row)
             self.telemetry.observe_update(row)
+            self.cloudwatch.publish(row)
             progress.update(self.counters.env_steps, row)
             checkpoint_due, evaluation_due = schedule.due(self.counters.env_steps)
             if checkpoint_due or (evaluation_due and self.evaluator is not None):

@@ -171,7 +171,8 @@ def known_series(name: str) -> bool:
     """Whether ``name`` is a catalog metric or one of a catalog histogram's series."""
     if name in BY_NAME:
         return BY_NAME[name].kind != "histogram"
-    base = next((name.removesuffix(s) for s in HISTOGRAM_SERIES if name.endswith(s)), None)
-    return base is not None and BY_NAME.get(base, None) is not None and (
-        BY_NAME[base].kind == "histogram"
-    )
+    for suffix in HISTOGRAM_SERIES:
+        base = BY_NAME.get(name.removesuffix(suffix)) if name.endswith(suffix) else None
+        if base is not None and base.kind == "histogram":
+            return True
+    return False

@@ -38,6 +38,14 @@ class Thresholds:
             raise ValueError(f"variance_factor must exceed 1, got {self.variance_factor}")
 
 
+HELP = {
+    "divergence_ratio": "alert when eval return / train return falls below this",
+    "entropy_floor": "alert when training policy entropy stays below this many nats for 15m",
+    "variance_factor": "alert when reward variance exceeds this multiple of its recent average",
+    "latency_p99_seconds": "alert when serving p99 inference latency exceeds this",
+}
+
+
 def _rule(
     alert: str, expr: str, for_: str, severity: str, summary: str, description: str
 ) -> dict[str, Any]:
@@ -92,8 +100,8 @@ def rules(t: Thresholds) -> list[dict[str, Any]]:
             "5m",
             "critical",
             "Training consumes no env steps",
-            f"{RUN}: the learner has consumed no env steps for 10 minutes "
-            "(rollout actors stuck, or the learner blocked).",
+            f"{RUN}: env steps/s over the last 5 minutes is {{{{ $value }}}}, and has been "
+            "for 5 minutes (rollout actors stuck, or the learner blocked).",
         ),
         _rule(
             "InferenceLatencyP99High",
@@ -151,11 +159,21 @@ def render(t: Thresholds | None = None, fmt: Format = "rules") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.rules", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.rules",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     default = Thresholds()
     for f in fields(Thresholds):
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, type=float, default=getattr(default, f.name), dest=f.name)
+        parser.add_argument(
+            flag,
+            type=float,
+            default=getattr(default, f.name),
+            dest=f.name,
+            help=f"{HELP[f.name]} (default %(default)g)",
+        )
     parser.add_argument("--format", choices=["rules", "prometheusrule"], default="rules")
     parser.add_argument("--out", type=Path, help="write here instead of to stdout")
     args = parser.parse_args(argv)

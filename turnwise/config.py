@@ -95,9 +95,24 @@ class EvaluatorConfig:
 
 
 @dataclass
+class CloudWatchConfig:
+    enabled: bool = False  # publish to CloudWatch (needs AWS credentials)
+    namespace: str = "turnwise"  # CloudWatch namespace of every metric
+    region: str | None = None  # None: boto3's default (AWS_DEFAULT_REGION, profile)
+    dimensions: dict[str, str] = field(default_factory=dict)  # added to run and experiment
+    flush_interval_s: float = 60.0  # buffered datums are sent at most this often (0: each put)
+    storage_resolution: int = 60  # 60: standard; 1: high resolution (costs more)
+    alarm_threshold: float = 0.8  # divergence alarm: eval/train return ratio below this
+    alarm_period_s: int = 300  # seconds per alarm evaluation period (Minimum statistic)
+    alarm_evaluation_periods: int = 1  # periods below the threshold before ALARM
+    alarm_actions: list[str] = field(default_factory=list)  # ARNs notified (e.g. SNS topics)
+
+
+@dataclass
 class MonitoringConfig:
     metrics_port: int = 9464  # Prometheus endpoint of the driver; 0: any free port; -1: off
     metrics_host: str = "127.0.0.1"  # bind address of the endpoint (0.0.0.0 inside a pod)
+    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)  # off by default
 
 
 @dataclass
