@@ -110,7 +110,9 @@ def ray_session(config: Config) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=config.ray.address or None, **config.ray.init)
+    # "local" starts a fresh Ray even when a `ray start` cluster or RAY_ADDRESS is around:
+    # an empty ray.address never joins a cluster by accident.
+    ray.init(address=config.ray.address or "local", **config.ray.init)
     try:
         yield
     finally:

@@ -117,7 +117,7 @@ class MonitoringConfig:
 
 @dataclass
 class RayConfig:
-    address: str = ""  # empty: start a local Ray; "auto" or host:port: join a cluster
+    address: str = ""  # empty: start a new local Ray (never joins one); auto or host:port: join
     init: dict[str, Any] = field(default_factory=dict)  # further ray.init keyword arguments
 
 
