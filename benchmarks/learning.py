@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     names = args.only or list(RUNS)
     with tempfile.TemporaryDirectory(prefix="turnwise-learning-") as root:
         runs = [run_one(name, RUNS[name], args.quick, Path(root)) for name in names]
+    if args.only and args.out.exists():  # keep the other runs of the last report
+        kept = [r for r in json.loads(args.out.read_text())["runs"] if r["run"] not in names]
+        runs = sorted(kept + runs, key=lambda r: list(RUNS).index(r["run"]))
     report = {
         "benchmark": "learning",
         "command": shlex.join(["python", "-m", "benchmarks.learning", *argv]),
