@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--watch-interval", type=float, default=10.0, help="seconds; 0: off")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--max-batch-size", type=int, default=128, help="rows per forward")
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="to fill a batch")
     parser.add_argument("--address", default="", help="Ray address to join (default: local)")
     return parser.parse_args(argv)
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from serving.app import build_app
 
-    ray.init(address=args.address or None)
+    ray.init(address=args.address or "local")  # "local": never join a stray cluster
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(build_app(options), name=APP_NAME, route_prefix="/")

@@ -25,7 +25,7 @@ from serving import inference
 from serving.inference import Answer, Query, rows
 from serving.metrics import RequestMetricsMiddleware, get_metrics
 from serving.schema import ActRequestSchema, ApiError
-from serving.settings import ServeArgs, UserConfig, check_rows
+from serving.settings import PolicySettings, ServeArgs, UserConfig, check_rows
 from serving.source import LoadedPolicy, PolicySource, load_policy, parse_source
 from serving.web import check_bearer, install_error_handlers, read_json_body, read_token
 
@@ -52,7 +52,7 @@ class PolicyServer:
         self._token = read_token(self.args.token_env)
         self._initial = parse_source(self.args.checkpoint, self.args.pointer)
         self._source: PolicySource = self._initial
-        self._settings = UserConfig(**self.args.model_dump(include=set(UserConfig.model_fields)))
+        self._settings = UserConfig(**self._defaults())
         self._policy: LoadedPolicy | None = None
         self._schema: ActRequestSchema | None = None
         self._reload_error: str | None = None
@@ -64,16 +64,18 @@ class PolicyServer:
     # -- policy lifecycle -------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply ``user_config`` (see ``serving.settings.UserConfig``) without a restart."""
-        defaults = self.args.model_dump(include=set(UserConfig.model_fields))
-        settings = UserConfig.model_validate({**defaults, **(user_config or {})})
+        settings = UserConfig.model_validate({**self._defaults(), **(user_config or {})})
         check_rows(self.args.max_request_rows, settings.max_batch_size)
         self._settings = settings
         self._apply_batch_settings()
         target = settings.checkpoint or self._initial.checkpoint
         source = self._initial.with_target(target, settings.pointer)
         if source != self._source:
-            self._source = source
-            await self._refresh(required=source.checkpoint is not None)
+            await self._refresh(source, required=source.checkpoint is not None)
+
+    def _defaults(self) -> dict[str, Any]:
+        """The builder arguments' policy settings: what ``user_config`` starts from."""
+        return self.args.model_dump(include=set(PolicySettings.model_fields))
 
     def _apply_batch_settings(self) -> None:
         self._batched.set_max_batch_size(self._settings.max_batch_size)
@@ -86,25 +88,24 @@ class PolicyServer:
             if interval and self._source.checkpoint is None:
                 await self._refresh()
 
-    async def _refresh(self, required: bool = False) -> None:
-        """Load the source's current checkpoint if it is not the one being served.
+    async def _refresh(self, source: PolicySource | None = None, required: bool = False) -> None:
+        """Serve ``source``'s (default: the current source's) checkpoint if it is another
+        one than the served; ``source`` becomes the current source once that worked.
 
-        Failures are logged and leave the current policy in place; with ``required``
-        (a pinned checkpoint) they raise instead.
+        Failures are logged and leave the current policy and source in place; with
+        ``required`` (a pinned checkpoint) they raise instead.
         """
         async with self._lock:
+            source = source or self._source
             try:
-                name = await asyncio.to_thread(self._source.current_name)
-                if name is None:
-                    if required:
-                        raise FileNotFoundError(f"no checkpoint in {self._source.store_uri}")
-                    return
-                if self._policy is not None and name == self._policy.name:
-                    return
-                policy = await asyncio.to_thread(load_policy, self._source, name)
-                self._install(policy)
+                name = await asyncio.to_thread(source.current_name)
+                if name is None and required:
+                    raise FileNotFoundError(f"no checkpoint in {source.store_uri}")
+                if name is not None and (self._policy is None or name != self._policy.name):
+                    self._install(await asyncio.to_thread(load_policy, source, name))
+                self._source = source
             except Exception as error:
-                self._note_failure(error)
+                self._note_failure(source, error)
                 if required:
                     raise
 
@@ -127,11 +128,11 @@ class PolicyServer:
             previous.name if previous else None,
         )
 
-    def _note_failure(self, error: Exception) -> None:
+    def _note_failure(self, source: PolicySource, error: Exception) -> None:
         self.metrics.count_reload("refused" if isinstance(error, SpaceMismatch) else "failed")
         message = f"{type(error).__name__}: {error}"
         if message != self._reload_error:  # log once per distinct failure, not every poll
-            logger.warning("policy not (re)loaded from %s: %s", self._source.store_uri, message)
+            logger.warning("policy not (re)loaded from %s: %s", source.store_uri, message)
         self._reload_error = message
 
     async def check_health(self) -> None:
@@ -150,9 +151,9 @@ class PolicyServer:
         return self._policy
 
     # -- batching -----------------------------------------------------------------------
-    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.002, batch_size_fn=rows)
+    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.0, batch_size_fn=rows)
     async def _batched(self, queries: list[Query]) -> list[tuple[Answer, LoadedPolicy]]:
-        policy = self._require_policy()
+        policy = self._require_policy()  # one snapshot per batch: reloads swap between batches
         answers, seconds = inference.act(policy.model, queries)
         self.metrics.observe_inference(seconds, rows(queries))
         return [(answer, policy) for answer in answers]

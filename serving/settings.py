@@ -18,6 +18,7 @@ DEFAULT_DEPLOYMENT: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 1},
     "health_check_period_s": 5.0,
     "graceful_shutdown_timeout_s": 10.0,
+    "max_constructor_retry_count": 3,  # a checkpoint that does not load fails the deploy soon
 }
 
 
@@ -29,7 +30,8 @@ class PolicySettings(BaseModel):
     pointer: Literal["best", "latest"] = "best"  # followed unless a checkpoint is pinned
     watch_interval_s: float = Field(10.0, ge=0)  # poll the pointer this often; 0: never
     max_batch_size: int = Field(128, ge=1, le=65_536)  # observation rows per model forward
-    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)  # wait this long to fill a batch
+    # 0: a batch is what queued while the previous one ran; > 0: wait this long to fill it
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
 
 
 class UserConfig(PolicySettings):

@@ -27,6 +27,7 @@ class BuiltCheckpoint:
     name: str
     uri: str
     model: ActorCritic  # the policy as saved, in eval mode
+    env_version: str  # as in the manifest
 
 
 def make_checkpoint(
@@ -73,4 +74,4 @@ def make_checkpoint(
     if promote == "best":
         store.set_pointer("best", name)
     env.close()
-    return BuiltCheckpoint(name=name, uri=uri, model=model)
+    return BuiltCheckpoint(name=name, uri=uri, model=model, env_version=env.version)

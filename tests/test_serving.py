@@ -28,7 +28,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from serving.app import build_app
 from serving.inference import Query, act
-from serving.settings import ServeArgs
+from serving.settings import ServeArgs, UserConfig
 from serving.source import parse_source
 from serving.testing import make_checkpoint
 from sims.warehouse import WarehouseEnv
@@ -46,6 +46,7 @@ class Server:
     run_dir: Path
     empty_store: Path
     token: str
+    env_version: str  # of the fixture's checkpoints (the simulator's source may change meanwhile)
     models: dict = field(default_factory=dict)  # policy version -> ActorCritic
 
 
@@ -82,15 +83,27 @@ def server(tmp_path_factory):
     first = make_checkpoint(str(run_dir / "checkpoints"), env_steps=400_000, policy_version=1)
     token = f"tok-{uuid.uuid4().hex}"
     os.environ[TOKEN_ENV] = token  # before ray.init: replicas inherit the environment
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run_many(apps(run_dir, empty, first.uri))
+        url = f"http://127.0.0.1:{port}"
+        yield Server(url, run_dir, empty, token, first.env_version, {1: first.model})
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        os.environ.pop(TOKEN_ENV, None)
+
+
+def apps(run_dir: Path, empty: Path, pinned: str) -> list:
+    """The three apps of the module docstring, each replica on half a CPU."""
     small = {"max_batch_size": MAX_ROWS, "max_request_rows": MAX_ROWS, "max_body_bytes": MAX_BODY}
     half_cpu = {"ray_actor_options": {"num_cpus": 0.5}}
-    apps = {
+    args = {
         "open": dict(checkpoint=str(run_dir), watch_interval_s=0.2, batch_wait_timeout_s=0.01),
         "guarded": dict(
-            checkpoint=first.uri,
+            checkpoint=pinned,
             token_env=TOKEN_ENV,
             batch_wait_timeout_s=1.0,
             max_batch_size=2,
@@ -99,19 +112,14 @@ def server(tmp_path_factory):
         ),
         "empty": dict(checkpoint=str(empty), watch_interval_s=0.2),
     }
-    targets = [
+    return [
         serve.RunTarget(
-            build_app({**small, "deployment": half_cpu, **args}),
+            build_app({**small, "deployment": half_cpu, **app_args}),
             name=name,
             route_prefix="/" if name == "open" else f"/{name}",
         )
-        for name, args in apps.items()
+        for name, app_args in args.items()
     ]
-    serve.run_many(targets)
-    yield Server(f"http://127.0.0.1:{port}", run_dir, empty, token, {1: first.model})
-    serve.shutdown()
-    ray.shutdown()
-    os.environ.pop(TOKEN_ENV, None)
 
 
 def post(url: str, body, session=requests, **kwargs) -> requests.Response:
@@ -132,7 +140,7 @@ def assert_serves_the_policy(server: Server) -> None:
         singles = [post(server.url, {"observation": o.tolist()}, session).json() for o in obs]
     assert [r["action"] for r in singles] == expected
     assert {r["policy_version"] for r in singles} == {version}
-    assert {r["env_version"] for r in singles} == {WarehouseEnv().version}
+    assert {r["env_version"] for r in singles} == {server.env_version}
     for start in range(0, len(obs), MAX_ROWS):
         rows = obs[start : start + MAX_ROWS]
         reply = post(server.url, {"observations": rows.tolist(), "return_probs": True}).json()
@@ -291,10 +299,7 @@ def test_hot_reload_switches_to_a_promoted_checkpoint_without_failing_requests(s
         assert served_version(server) == 1
         promoted = make_checkpoint(store, 800_000, policy_version=2, seed=1, promote="best")
         server.models.update({2: promoted.model, 5: latest_only.model})
-        deadline = time.monotonic() + 30
-        while served_version(server) != 2:
-            assert time.monotonic() < deadline, "the promoted checkpoint was never loaded"
-            time.sleep(0.1)
+        wait_for_version(server, 2)
         time.sleep(0.5)  # and keep serving for a while on the new policy
     finally:
         stop.set()
@@ -307,6 +312,36 @@ def test_hot_reload_switches_to_a_promoted_checkpoint_without_failing_requests(s
     assert versions == sorted(versions), "a replica never goes back to an older policy"
     pinned = requests.get(server.url + "/guarded/healthz").json()
     assert pinned["policy_version"] == 1, "a pinned checkpoint is never replaced"
+
+
+def wait_for_version(server: Server, version: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while served_version(server) != version:
+        assert time.monotonic() < deadline, f"policy version {version} was never served"
+        time.sleep(0.1)
+
+
+def test_user_config_pins_a_checkpoint_on_running_replicas(server):
+    """What Serve calls when ``serve deploy`` changes only the user_config: reconfigure()
+    on the running replica (called here through a handle, as serve.run would restart it)."""
+    before = requests.get(server.url + "/v1/policy").json()
+    store = str(server.run_dir / "checkpoints")
+    other = make_checkpoint(store, 900_000, policy_version=9, seed=9, promote="latest")
+    handle = serve.get_app_handle("open")
+    handle.reconfigure.remote({"checkpoint": other.name}).result(timeout_s=30)
+    pinned = requests.get(server.url + "/v1/policy").json()  # loaded before reconfigure returns
+    assert pinned["policy_version"] == 9 and pinned["loaded_at"] > before["loaded_at"]
+    assert pinned["source"]["pinned"] == other.name == pinned["settings"]["checkpoint"]
+    obs = observations(16, seed=4)
+    reply = post(server.url, {"observations": obs.tolist()}).json()
+    assert reply["actions"] == greedy(other.model, obs)
+    handle.reconfigure.remote({"pointer": "best", "max_batch_size": 32}).result(timeout_s=30)
+    after = requests.get(server.url + "/v1/policy").json()  # unpinned: `best` again
+    assert after["policy_version"] == before["policy_version"]
+    assert after["source"]["pinned"] is None and after["settings"]["max_batch_size"] == 32
+    for bad in ({"max_batch_size": 0}, {"pointr": "best"}, {"watch_interval_s": -1}):
+        with pytest.raises(ValueError):
+            UserConfig.model_validate(bad)
 
 
 def test_an_empty_store_is_unready_until_a_checkpoint_appears(server):
@@ -367,7 +402,7 @@ def test_latency_histograms_and_counters_are_on_the_metrics_endpoint(server):
 def test_health_and_policy_description(server):
     assert requests.get(server.url + "/healthz").json()["status"] == "ok"
     info = requests.get(server.url + "/v1/policy").json()
-    assert info["env_id"] == "Warehouse-v0" and info["env_version"] == WarehouseEnv().version
+    assert info["env_id"] == "Warehouse-v0" and info["env_version"] == server.env_version
     assert info["observation_space"]["shape"] == [51] and info["action_space"]["n"] == 6
     assert info["checkpoint"]["name"].startswith("step-") and info["env_steps"] > 0
     assert info["source"]["pointer"] == "best" and info["source"]["pinned"] is None
@@ -458,3 +493,22 @@ def test_serve_config_file_is_valid_and_builds():
     assert application.import_path == "serving.app:build_app"
     assert schema.http_options.host == "127.0.0.1"
     build_app(application.args)  # the args validate; nothing is loaded until a replica starts
+
+
+def test_serving_metrics_match_the_catalog():
+    from monitoring.catalog import METRICS
+    from serving.metrics import SPECS
+
+    served = [m for m in METRICS if m.source == "serving"]
+    assert served
+    for metric in served:
+        kind, _, labels, _ = SPECS[metric.name]
+        assert (kind, labels) == (metric.kind, metric.labels), metric.name
+
+
+def test_the_command_line_refuses_bad_input_before_starting_ray(tmp_path, monkeypatch):
+    from serving.__main__ import main
+
+    assert main([str(tmp_path / "missing")]) == 2
+    monkeypatch.delenv("TURNWISE_NO_SUCH_TOKEN", raising=False)
+    assert main([str(tmp_path), "--token-env", "TURNWISE_NO_SUCH_TOKEN"]) == 2

@@ -1,0 +1,421 @@
+"""Serving latency: turnwise's endpoint beside a minimal server and the bare forward.
+
+``python -m benchmarks.serve_latency [--quick] [--checkpoint PATH]`` measures, one after
+another in one run, at concurrency 1, 8 and 32, the same policy (Warehouse-v0, a fresh
+checkpoint unless ``--checkpoint`` names one) answering one observation per request:
+
+- ``forward``: the bare model forward in this process, from N threads (the floor);
+- ``fastapi``: a minimal FastAPI app under uvicorn (one process, no validation beyond
+  ``list[float]``, no batching) in a subprocess;
+- ``serve_noop``: a Ray Serve ingress deployment that reads the body and returns a
+  constant: Serve's own cost on this machine;
+- ``turnwise``: ``serving.app`` on a local Ray Serve (one replica, its defaults: dynamic
+  batching, full validation, metrics).
+
+HTTP clients are aiohttp tasks in this process, on the same machine. Latency is per
+request, client side; throughput is requests over the wall time of the timed phase.
+Writes ``benchmarks/results/serve_latency.json`` and the ``serve_latency`` section of
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import itertools
+import json
+import logging
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import Request
+from pydantic import BaseModel
+
+from benchmarks.report import (
+    BENCHMARKS_MD,
+    RESULTS_DIR,
+    load_average,
+    machine_info,
+    update_section,
+    write_json,
+)
+
+log = logging.getLogger("benchmarks.serve_latency")
+
+CONCURRENCY = (1, 8, 32)
+REQUESTS = {"full": 2_000, "quick": 200}  # timed requests per cell
+WARMUP = 50
+LABELS = {
+    "forward": "bare forward, in-process",
+    "fastapi": "minimal FastAPI + uvicorn",
+    "serve_noop": "Ray Serve, no-op deployment",
+    "turnwise": "turnwise (Ray Serve)",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def observations(n: int = 512, seed: int = 0) -> np.ndarray:
+    from sims.warehouse import WarehouseEnv
+
+    env, rng = WarehouseEnv(), np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(n):
+        rows.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(6)))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.asarray(rows, dtype=np.float32)
+
+
+def summarize(latencies: list[float], wall: float, errors: int) -> dict[str, Any]:
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "max_ms": float(ms.max()),
+        "throughput_rps": len(latencies) / wall,
+    }
+
+
+# -- the floor: the bare forward from threads -------------------------------------------
+def forward_cell(model, obs: np.ndarray, concurrency: int, n: int) -> dict[str, Any]:
+    def run(count: int) -> tuple[list[float], float]:
+        counter, latencies = itertools.count(), []
+
+        def worker() -> None:
+            while (i := next(counter)) < count:
+                x = torch.from_numpy(obs[i % len(obs)][None])
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    int(model(x)[0].argmax(-1))
+                latencies.append(time.perf_counter() - start)
+
+        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return latencies, time.perf_counter() - start
+
+    run(WARMUP)
+    latencies, wall = run(n)
+    return summarize(latencies, wall, 0)
+
+
+# -- HTTP load from aiohttp tasks ---------------------------------------------------------
+async def _http_run(url: str, bodies: list[bytes], concurrency: int, n: int):
+    import aiohttp
+
+    counter, latencies, errors = itertools.count(), [], 0
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            while (i := next(counter)) < n:
+                start = time.perf_counter()
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as r:
+                    await r.read()
+                    errors += r.status != 200
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - start, errors
+
+
+def http_cell(url: str, bodies: list[bytes], concurrency: int, n: int) -> dict[str, Any]:
+    asyncio.run(_http_run(url, bodies, concurrency, WARMUP))
+    return summarize(*asyncio.run(_http_run(url, bodies, concurrency, n)))
+
+
+def wait_ready(url: str, timeout: float = 120.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+# -- the minimal FastAPI server (run in a subprocess) -------------------------------------
+class BaselineBody(BaseModel):
+    observation: list[float]
+
+
+def baseline_app(checkpoint: str):
+    """The same model behind FastAPI with nothing else: no batching, limits or metrics."""
+    from fastapi import FastAPI
+
+    from serving.source import load_policy, parse_source
+
+    torch.set_num_threads(1)
+    source = parse_source(checkpoint)
+    model = load_policy(source, source.current_name()).model
+    app = FastAPI()
+
+    @app.post("/act")
+    async def act(body: BaselineBody) -> dict[str, int]:
+        with torch.inference_mode():
+            logits, _ = model(torch.tensor([body.observation]))
+        return {"action": int(logits.argmax(-1))}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_baseline(port: int, checkpoint: str) -> None:
+    import uvicorn
+
+    app = baseline_app(checkpoint)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- the three implementations -------------------------------------------------------------
+def measure_forward(checkpoint: str, obs, bodies, n: int) -> list[dict[str, Any]]:
+    from serving.source import load_policy, parse_source
+
+    torch.set_num_threads(1)
+    source = parse_source(checkpoint)
+    model = load_policy(source, source.current_name()).model
+    return [dict(concurrency=c, **forward_cell(model, obs, c, n)) for c in CONCURRENCY]
+
+
+def measure_fastapi(checkpoint: str, obs, bodies, n: int) -> list[dict[str, Any]]:
+    port = _free_port()
+    command = [sys.executable, "-m", "benchmarks.serve_latency", "--baseline-server"]
+    command += ["--port", str(port), "--checkpoint", checkpoint]
+    server = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        url = f"http://127.0.0.1:{port}/act"
+        return [dict(concurrency=c, **http_cell(url, bodies, c, n)) for c in CONCURRENCY]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def noop_serve_app():
+    """Ray Serve's own floor: an ingress deployment that reads the body, returns a constant."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    app = FastAPI()
+
+    @app.post("/v1/act")
+    async def act(request: Request) -> dict[str, int]:  # plain functions: see serving/app.py
+        await request.body()
+        return {"action": 0}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return serve.deployment(serve.ingress(app)(), name="Noop", max_ongoing_requests=128).bind()
+
+
+def _on_serve(make_app: Callable[[], Any], bodies, n: int) -> list[dict[str, Any]]:
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(make_app(), name="bench", route_prefix="/")
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        url = f"http://127.0.0.1:{port}/v1/act"
+        return [dict(concurrency=c, **http_cell(url, bodies, c, n)) for c in CONCURRENCY]
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def measure_serve_noop(checkpoint: str, obs, bodies, n: int) -> list[dict[str, Any]]:
+    return _on_serve(noop_serve_app, bodies, n)
+
+
+def measure_turnwise(checkpoint: str, obs, bodies, n: int) -> list[dict[str, Any]]:
+    from serving.app import build_app
+
+    return _on_serve(lambda: build_app({"checkpoint": checkpoint}), bodies, n)
+
+
+MEASURES: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "forward": measure_forward,
+    "fastapi": measure_fastapi,
+    "serve_noop": measure_serve_noop,
+    "turnwise": measure_turnwise,
+}
+
+
+# -- report ---------------------------------------------------------------------------------
+def render(report: dict[str, Any]) -> str:
+    m, ckpt = report["machine"], report["checkpoint"]
+    lines = [
+        "<!-- serve_latency:begin -->",
+        "## Serving latency: one observation per request",
+        "",
+        "The same Warehouse-v0 policy, deterministic action, one request at a time per "
+        "client; client-side latency, throughput over the timed phase "
+        f"({report['requests_per_cell']:,} requests per cell after {WARMUP} warm-up). "
+        "Clients (threads for the bare forward, aiohttp tasks for HTTP) share the "
+        "machine with the server. Produced by:",
+        "",
+        f"```\n{report['command']}\n```",
+        "",
+        f"- Machine: {m['cpu_model']}, {m['cpu_count']} logical CPUs, no GPU; "
+        f"torch {m['torch']}, Ray {m['ray']}, FastAPI {m['fastapi']}, uvicorn {m['uvicorn']}",
+        f"- Load average (1 min) before and after the run: {report['load_before']} / "
+        f"{(m.get('load_average') or ['?'])[0]}; other work on the machine skews the figures",
+        f"- Checkpoint: {ckpt['description']} (policy version {ckpt['policy_version']})",
+        f"- Date: {report['date']} ({report['mode']} mode)",
+        "",
+        "| implementation | concurrency | p50 ms | p99 ms | requests/s | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["results"]:
+        lines.append(
+            f"| {LABELS[row['implementation']]} | {row['concurrency']} | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {row['throughput_rps']:,.0f} | {row['errors']} |"
+        )
+    lines += ["", interpretation(report), "<!-- serve_latency:end -->"]
+    return "\n".join(lines)
+
+
+def interpretation(report: dict[str, Any]) -> str:
+    """Two sentences read off the figures: where the time goes at 1, throughput at 32."""
+    rows = {(r["implementation"], r["concurrency"]): r for r in report["results"]}
+    one = {impl: rows.get((impl, 1)) for impl in LABELS}
+    top = {impl: rows.get((impl, max(CONCURRENCY))) for impl in LABELS}
+    if not all(one.values()) or not all(top.values()):
+        return "Not every implementation was measured, so there is nothing to compare."
+    f, m, s, t = (one[k]["p50_ms"] for k in ("forward", "fastapi", "serve_noop", "turnwise"))
+    serve_share = (s - m) / (t - m) if t > m else float("nan")
+    return (
+        f"At concurrency 1 (p50) the forward takes {f:.2f} ms, the minimal server {m:.2f} ms, "
+        f"a no-op Serve deployment {s:.2f} ms and turnwise {t:.2f} ms: Serve's own path "
+        "(HTTP proxy, call to the replica, body fetched back from the proxy) is "
+        f"{serve_share:.0%} of turnwise's extra time over the minimal server, and turnwise's "
+        f"validation, batching and metrics add {t - s:.2f} ms. At concurrency {max(CONCURRENCY)} "
+        f"turnwise serves {top['turnwise']['throughput_rps']:,.0f} requests/s against "
+        f"{top['serve_noop']['throughput_rps']:,.0f} for the no-op Serve deployment and "
+        f"{top['fastapi']['throughput_rps']:,.0f} for the minimal server."
+    )
+
+
+def checkpoint_for(args: argparse.Namespace, root: Path) -> tuple[str, dict[str, Any]]:
+    from serving.source import parse_source
+
+    if args.checkpoint:
+        source = parse_source(args.checkpoint)
+        name = source.current_name()
+        description = f"`{name}` of {args.checkpoint}"
+        checkpoint = args.checkpoint
+    else:
+        from serving.testing import make_checkpoint
+
+        built = make_checkpoint(str(root / "checkpoints"))
+        checkpoint, name = built.uri, built.name
+        description = "an untrained policy (`serving.testing.make_checkpoint`)"
+    manifest = json.loads(parse_source(checkpoint).store.read(name, "manifest.json"))
+    return checkpoint, {
+        "description": description,
+        "name": name,
+        "policy_version": manifest["policy_version"],
+        "env_version": manifest["env_version"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_latency")
+    parser.add_argument("--quick", action="store_true", help=f"{REQUESTS['quick']} per cell")
+    parser.add_argument("--checkpoint", help="checkpoint, run dir or store (default: fresh)")
+    parser.add_argument("--only", nargs="*", choices=list(MEASURES), help="a subset")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve_latency.json")
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline_server:
+        serve_baseline(args.port, args.checkpoint)
+        return {}
+    load_before = (load_average() or [None])[0]
+    n = REQUESTS["quick" if args.quick else "full"]
+    obs = observations()
+    bodies = [json.dumps({"observation": row.tolist()}).encode() for row in obs]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="turnwise-serve-latency-") as root:
+        checkpoint, described = checkpoint_for(args, Path(root))
+        for impl in args.only or list(MEASURES):
+            log.info("measuring %s", LABELS[impl])
+            for row in MEASURES[impl](checkpoint, obs, bodies, n):
+                log.info("  %s", {k: round(v, 2) for k, v in row.items()})
+                results.append({"implementation": impl, "label": LABELS[impl], **row})
+    report = build_report(argv, args.quick, n, described, results)
+    report["load_before"] = load_before
+    write_json(report, args.out)
+    update_section(args.markdown, "serve_latency", render(report))
+    print(render(report))
+    return report
+
+
+def build_report(argv, quick: bool, n: int, checkpoint: dict, results: list) -> dict[str, Any]:
+    import fastapi
+    import ray
+    import uvicorn
+
+    return {
+        "benchmark": "serve_latency",
+        "command": shlex.join(["python", "-m", "benchmarks.serve_latency", *argv]),
+        "mode": "quick" if quick else "full",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(
+            torch=torch.__version__,
+            ray=ray.__version__,
+            fastapi=fastapi.__version__,
+            uvicorn=uvicorn.__version__,
+        ),
+        "checkpoint": checkpoint,
+        "requests_per_cell": n,
+        "warmup_per_cell": WARMUP,
+        "concurrency": list(CONCURRENCY),
+        "results": results,
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    main()
