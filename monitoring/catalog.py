@@ -95,6 +95,12 @@ METRICS: tuple[Metric, ...] = (
            "Requests answered", labels=("route", "status_class")),
     Metric("turnwise_serve_errors_total", "counter", "Count", _S,
            "Requests answered 4xx or 5xx", labels=("route", "status_class")),
+    Metric("turnwise_serve_batch_size", "histogram", "Count", _S,
+           "Observation rows per forward pass", labels=()),
+    Metric("turnwise_serve_reloads_total", "counter", "Count", _S,
+           "Policy loads by result (loaded, refused, failed)", labels=("result",)),
+    Metric("turnwise_serve_policy_version", "gauge", "None", _S,
+           "Policy version being served (-1: none)", labels=()),
 )  # fmt: skip
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 LOSS_KINDS = {"policy": "policy_loss", "value": "value_loss", "total": "loss"}

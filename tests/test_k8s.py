@@ -249,7 +249,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "matchNames": {"type": "array", "items": {"type": "string"}}}),
         "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _strict_object({
             "port": {"type": "string"}, "path": {"type": "string"},
-            "interval": DURATION, "scrapeTimeout": DURATION}, ("port",))},
+            "interval": DURATION, "scrapeTimeout": DURATION,
+            "metricRelabelings": {"type": "array", "items": _strict_object({
+                "sourceLabels": {"type": "array", "items": {"type": "string"}},
+                "regex": {"type": "string"}, "targetLabel": {"type": "string"},
+                "replacement": {"type": "string"},
+                "action": {"enum": ["replace", "keep", "drop", "labeldrop", "labelkeep"]}},
+                ())}}, ("port",))},
     }, ("selector", "podMetricsEndpoints"))),
     "PrometheusRule": _object("monitoring.coreos.com/v1", "PrometheusRule", spec=_strict_object({
         "groups": {"type": "array", "items": _strict_object({

@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory) -> Path:
         ]
     )
     path = tmp_path_factory.mktemp("report-run")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         train(config, path)
     finally:

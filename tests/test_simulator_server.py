@@ -201,7 +201,7 @@ def test_a_training_run_goes_through_the_simulator_server(tmp_path, server):
             "monitoring.metrics_port=-1",
         ]
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = train(config, tmp_path)
     finally:
