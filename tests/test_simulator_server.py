@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ from actors.remote_env import RemoteEnv, SimulatorError
 from actors.replay import verify_episode
 from actors.rollout import RolloutWorker
 from actors.transition_log import transitions
-from learner.driver import train
+from learner.driver import Trainer, train
 from sims.protocol import PROTOCOL_VERSION, receive, send
 from turnwise.config import (
     ActorsConfig,
@@ -210,3 +214,46 @@ def test_a_training_run_goes_through_the_simulator_server(tmp_path, server):
     logged = transitions(tmp_path).to_table(columns=["obs", "env_version"])
     assert logged.num_rows >= 4000
     assert np.isfinite(np.stack(logged.column("obs").to_numpy(zero_copy_only=False))).all()
+
+
+def test_killing_the_simulators_mid_run_the_run_finishes_with_cut_episodes_marked(tmp_path):
+    """Each rollout actor launches its own sims.server; kill them all mid-run."""
+    config = compose_config(
+        [
+            "+exp=warehouse",
+            "train.env_steps=12000",
+            "train.progress=false",
+            "actors.envs_per_actor=8",
+            "actors.fragment_length=32",
+            "evaluator.enabled=false",
+            "env.simulator.mode=launch",
+            "env.simulator.timeout_s=10",
+            "monitoring.metrics_port=-1",
+        ]
+    )
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        trainer = Trainer(config, tmp_path)
+        runner = threading.Thread(target=trainer.run)
+        runner.start()
+        parts = tmp_path / "transitions"
+        deadline = time.monotonic() + 180
+        while len(list(parts.glob("actor-*/part-*.parquet"))) < 2:
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        servers = subprocess.run(
+            ["pgrep", "-f", "sims.server --env Warehouse-v0"], capture_output=True, text=True
+        ).stdout.split()
+        assert servers, "no launched simulator server found"
+        for pid in servers:
+            os.kill(int(pid), signal.SIGKILL)
+        runner.join(timeout=300)
+        assert not runner.is_alive()
+    finally:
+        ray.shutdown()
+    assert trainer.counters.env_steps >= 12000
+    failed = transitions(tmp_path).to_table(
+        columns=["simulator_failure", "truncated"],
+        filter=pc.field("simulator_failure"),
+    )
+    assert failed.num_rows > 0 and all(failed.column("truncated").to_pylist())
