@@ -144,3 +144,47 @@ def test_series_count_does_not_grow_with_states_or_episodes(tmp_path):
     assert labels <= {"run", "experiment", "kind"}
     kinds = {value for _, pairs in series(longer) for key, value in pairs if key == "kind"}
     assert kinds <= set(metrics.LOSSES)
+
+
+def test_prometheus_scrapes_the_serving_inference_latency(tmp_path, prometheus):
+    """The sixth health metric: inference latency, from the serving endpoint."""
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.testing import make_checkpoint
+    from sims.warehouse import WarehouseEnv
+
+    base, port = prometheus
+    make_checkpoint(str(tmp_path / "checkpoints"))
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(
+            build_app({"checkpoint": str(tmp_path / "checkpoints")}),
+            name="latency",
+            route_prefix="/",
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serving never became healthy"
+                time.sleep(0.3)
+        observation = WarehouseEnv().reset(seed=0)[0].tolist()
+        body = json.dumps({"observation": observation}).encode()
+        for _ in range(40):
+            request = urllib.request.Request(
+                f"{url}/v1/act", data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        time.sleep(3)  # a few scrapes
+        name = "turnwise_serve_inference_latency_seconds"
+        counts = query(base, f"max_over_time({name}_count[10m])")
+        assert counts and float(counts[0]["value"][1]) >= 40
+        p99 = query(base, f"histogram_quantile(0.99, sum by (le) (rate({name}_bucket[1m])))")
+        assert p99 and float(p99[0]["value"][1]) > 0
+    finally:
+        serve.shutdown()
