@@ -37,6 +37,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answering(url: str, timeout: float, what: str, alive=lambda: True) -> None:
+    """Poll ``url`` until it answers 2xx (instead of sleeping a guessed time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except OSError:
+            assert time.monotonic() < deadline and alive(), f"{what} did not start"
+            time.sleep(0.3)
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
@@ -71,14 +83,7 @@ def prometheus(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{web}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/-/ready", timeout=2)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "prometheus did not start"
-            time.sleep(0.3)
+    wait_until_answering(f"{base}/-/ready", 60, "prometheus", alive=lambda: server.poll() is None)
     yield base, target
     server.terminate()
     server.wait(timeout=30)
@@ -164,14 +169,7 @@ def test_prometheus_scrapes_the_serving_inference_latency(tmp_path, prometheus):
             route_prefix="/",
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "serving never became healthy"
-                time.sleep(0.3)
+        wait_until_answering(f"{url}/healthz", 120, "serving")
         observation = WarehouseEnv().reset(seed=0)[0].tolist()
         body = json.dumps({"observation": observation}).encode()
         for _ in range(40):
