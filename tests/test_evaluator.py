@@ -201,7 +201,7 @@ def test_a_reward_hacking_setup_raises_the_divergence_alert(tmp_path):
         [
             "+exp=warehouse",
             "train.progress=false",
-            "train.env_steps=300000",
+            "train.env_steps=400000",
             "evaluator.every_env_steps=100000",
             "evaluator.episodes=16",
             "+env.kwargs.milestone_once_per_order=false",
@@ -211,6 +211,7 @@ def test_a_reward_hacking_setup_raises_the_divergence_alert(tmp_path):
     config.evaluator.env = WAREHOUSE
     Trainer(config, tmp_path).run()
     rows = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
-    assert rows[-1]["divergence_alert"] and rows[-1]["eval_train_ratio"] < 0.8
-    assert rows[-1]["train_return"] > 5  # it did learn to farm the milestone
+    fired = [r for r in rows if r["divergence_alert"]]
+    assert fired and all(r["eval_train_ratio"] < 0.8 for r in fired)
+    assert max(r["train_return"] for r in rows) > 5  # it did learn to farm the milestone
     assert (tmp_path / "alerts.jsonl").exists()
