@@ -213,5 +213,6 @@ def test_a_reward_hacking_setup_raises_the_divergence_alert(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
     fired = [r for r in rows if r["divergence_alert"]]
     assert fired and all(r["eval_train_ratio"] < 0.8 for r in fired)
-    assert max(r["train_return"] for r in rows) > 5  # it did learn to farm the milestone
+    # without farming, 3 orders pay at most ~2 (3 picks less the step costs); above 3 it farms
+    assert max(r["train_return"] for r in rows) > 3
     assert (tmp_path / "alerts.jsonl").exists()
