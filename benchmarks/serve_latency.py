@@ -50,6 +50,7 @@ from benchmarks.report import (
     update_section,
     write_json,
 )
+from serving.testing import random_walk_observations
 
 log = logging.getLogger("benchmarks.serve_latency")
 
@@ -68,20 +69,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def observations(n: int = 512, seed: int = 0) -> np.ndarray:
-    from sims.warehouse import WarehouseEnv
-
-    env, rng = WarehouseEnv(), np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    rows = []
-    for _ in range(n):
-        rows.append(obs)
-        obs, _, terminated, truncated, _ = env.step(int(rng.integers(6)))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    return np.asarray(rows, dtype=np.float32)
 
 
 def summarize(latencies: list[float], wall: float, errors: int) -> dict[str, Any]:
@@ -374,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {}
     load_before = (load_average() or [None])[0]
     n = REQUESTS["quick" if args.quick else "full"]
-    obs = observations()
+    obs = random_walk_observations()
     bodies = [json.dumps({"observation": row.tolist()}).encode() for row in obs]
     results = []
     with tempfile.TemporaryDirectory(prefix="turnwise-serve-latency-") as root:

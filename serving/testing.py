@@ -75,3 +75,18 @@ def make_checkpoint(
         store.set_pointer("best", name)
     env.close()
     return BuiltCheckpoint(name=name, uri=uri, model=model, env_version=env.version)
+
+
+def random_walk_observations(n: int = 512, seed: int = 0) -> np.ndarray:
+    """Real Warehouse-v0 observations from a random walk (requests for tests and benchmarks)."""
+    from sims.warehouse import WarehouseEnv
+
+    env, rng = WarehouseEnv(), np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(n):
+        rows.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(6)))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.asarray(rows, dtype=np.float32)

@@ -31,7 +31,7 @@ from serving.inference import Query, act
 from serving.settings import ServeArgs, UserConfig
 from serving.source import parse_source
 from serving.testing import make_checkpoint
-from sims.warehouse import WarehouseEnv
+from serving.testing import random_walk_observations as observations
 from turnwise.checkpoint_store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,19 +54,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def observations(n: int, seed: int = 0) -> np.ndarray:
-    """Real Warehouse-v0 observations from a random walk."""
-    env, rng = WarehouseEnv(), np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    rows = []
-    for _ in range(n):
-        rows.append(obs)
-        obs, _, terminated, truncated, _ = env.step(int(rng.integers(6)))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    return np.asarray(rows, dtype=np.float32)
 
 
 def greedy(model, obs: np.ndarray) -> list[int]:
