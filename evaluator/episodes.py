@@ -11,7 +11,8 @@ import numpy as np
 from actors.envs import make_env
 from turnwise.config import EnvConfig
 
-Act = Callable[[np.ndarray, object], int]  # (observation, unwrapped env) -> action
+# (observations (n, D), the n unwrapped envs) -> n actions: one call per lockstep step
+Act = Callable[[np.ndarray, Sequence[object]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -44,49 +45,67 @@ def state_key(env, obs: np.ndarray) -> Hashable:
     return tuple(np.round(np.asarray(obs, dtype=np.float64).ravel()[:16], 1).tolist())
 
 
-def run_episode(env, seed: int, act: Act) -> Episode:
-    """One episode from ``reset(seed=seed)``, a new world: the same episode every time."""
-    obs, _ = env.reset(seed=seed)
-    base = env.unwrapped
-    reachable = base.reachable_state_count() if hasattr(base, "reachable_state_count") else None
-    total, actions, observations = 0.0, [], []
-    components: Counter = Counter()
-    counts: Counter = Counter()
-    visits: Counter = Counter([state_key(base, obs)])
-    done = terminated = False
-    info: dict = {}
-    while not done:
-        action = act(obs, base)
-        observations.append(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        actions.append(int(action))
-        visits[state_key(base, obs)] += 1
-        for name, value in info.get("reward_components", {}).items():
-            components[name] += float(value)
-            counts[name] += int(value != 0)
-        done = terminated or truncated
-    return Episode(
-        seed=seed,
-        total_return=total,
-        length=len(actions),
-        terminated=bool(terminated),
-        success=bool(info["is_success"]) if "is_success" in info else None,
-        actions=tuple(actions),
-        observations=np.asarray(observations, dtype=np.float32),
-        components=dict(components),
-        component_counts=dict(counts),
-        visits=visits,
-        reachable_states=reachable,
-    )
+class _Recorder:
+    """One episode in progress: accumulates what ``Episode`` reports."""
+
+    def __init__(self, env, seed: int) -> None:
+        self.env, self.seed = env, seed
+        self.obs, _ = env.reset(seed=seed)
+        base = env.unwrapped
+        self.base = base
+        self.reachable = (
+            base.reachable_state_count() if hasattr(base, "reachable_state_count") else None
+        )
+        self.total, self.actions, self.observations = 0.0, [], []
+        self.components: Counter = Counter()
+        self.counts: Counter = Counter()
+        self.visits: Counter = Counter([state_key(base, self.obs)])
+        self.done = self.terminated = False
+        self.info: dict = {}
+
+    def step(self, action: int) -> None:
+        self.observations.append(self.obs)
+        self.obs, reward, self.terminated, truncated, self.info = self.env.step(action)
+        self.total += float(reward)
+        self.actions.append(int(action))
+        self.visits[state_key(self.base, self.obs)] += 1
+        for name, value in self.info.get("reward_components", {}).items():
+            self.components[name] += float(value)
+            self.counts[name] += int(value != 0)
+        self.done = bool(self.terminated or truncated)
+
+    def episode(self) -> Episode:
+        return Episode(
+            seed=self.seed,
+            total_return=self.total,
+            length=len(self.actions),
+            terminated=bool(self.terminated),
+            success=bool(self.info["is_success"]) if "is_success" in self.info else None,
+            actions=tuple(self.actions),
+            observations=np.asarray(self.observations, dtype=np.float32),
+            components=dict(self.components),
+            component_counts=dict(self.counts),
+            visits=self.visits,
+            reachable_states=self.reachable,
+        )
 
 
 def run_episodes(config: EnvConfig, seeds: Sequence[int], act: Act) -> list[Episode]:
-    env = make_env(config)
+    """One episode per seed from ``reset(seed=seed)`` (a new world: the same episodes
+    every time), all stepped in lockstep so the policy runs one batched forward per
+    step instead of one per env step. Each episode has its own env, so the results
+    do not depend on how many run together."""
+    envs = [make_env(config) for _ in seeds]
     try:
-        return [run_episode(env, seed, act) for seed in seeds]
+        running = [_Recorder(env, seed) for env, seed in zip(envs, seeds, strict=True)]
+        while live := [r for r in running if not r.done]:
+            actions = act(np.stack([r.obs for r in live]), [r.base for r in live])
+            for recorder, action in zip(live, np.asarray(actions).reshape(-1), strict=True):
+                recorder.step(int(action))
+        return [r.episode() for r in running]
     finally:
-        env.close()
+        for env in envs:
+            env.close()
 
 
 def oracle_for(config: EnvConfig) -> Act | None:
@@ -95,13 +114,13 @@ def oracle_for(config: EnvConfig) -> Act | None:
         from sims.warehouse import WarehouseOracle
 
         oracle = WarehouseOracle()
-        return lambda obs, env: oracle.act(env)
+        return lambda obs, envs: np.array([oracle.act(env) for env in envs])
     return None
 
 
 def policy_actor(model, greedy: bool = True) -> Act:
     """Wrap an ActorCritic as an ``Act``: greedy (argmax) by default."""
-    return lambda obs, env: int(model.act(obs[None], greedy=greedy)[0][0])
+    return lambda obs, envs: model.act(obs, greedy=greedy)[0]
 
 
 def mean_return(episodes: Sequence[Episode]) -> float:

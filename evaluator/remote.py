@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from evaluator.evaluator import Evaluator
@@ -19,6 +21,22 @@ def evaluator_actor_name(run_dir: Path) -> str:
     return f"turnwise-evaluator@{Path(run_dir).resolve()}"
 
 
+class EvaluatorActor(Evaluator):
+    """The evaluator in its own process: background work that yields the CPU to
+    training (``evaluator.niceness``) and runs torch on one thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        torch.set_num_threads(1)
+        if self.config.niceness > 0:
+            os.nice(self.config.niceness)
+
+    def ready(self) -> bool:
+        """Started, with the oracle's baseline computed (so a first evaluation is quick)."""
+        self.oracle_return()
+        return True
+
+
 class RemoteEvaluator:
     """Keeps at most one ``evaluate_pending`` call in flight; a request made while one
     runs is remembered, and a crashed (restarted) evaluator is simply asked again."""
@@ -26,7 +44,7 @@ class RemoteEvaluator:
     def __init__(self, config: Config, run_dir: Path, store_uri: str) -> None:
         cfg = config.evaluator
         self.actor = (
-            ray.remote(Evaluator)
+            ray.remote(EvaluatorActor)
             .options(
                 name=evaluator_actor_name(run_dir),
                 num_cpus=cfg.num_cpus,

@@ -197,7 +197,10 @@ class Trainer:
             actors = self._start_actors()
             self.evaluator = self._start_evaluator()
             # every actor starts sampling at once, and start-up is not counted in steps/s
-            ray.get([actor.ping.remote() for actor in actors], timeout=ACTOR_START_TIMEOUT_S)
+            started = [actor.ping.remote() for actor in actors]
+            if self.evaluator is not None:
+                started.append(self.evaluator.actor.ready.remote())
+            ray.get(started, timeout=ACTOR_START_TIMEOUT_S)
             metrics = MetricsLog(self.run_dir / "metrics.jsonl")
             progress = ConsoleProgress(
                 self.config.train.env_steps, self.counters.env_steps, self.config.train.progress

@@ -92,6 +92,8 @@ class EvaluatorConfig:
     env: EnvConfig | None = None  # the fixed evaluation env; None: the training env
     num_cpus: float = 0.25  # CPUs Ray reserves for the evaluator actor
     max_restarts: int = -1  # Ray restarts a crashed evaluator this often (-1: always)
+    niceness: int = 10  # OS priority offset of the evaluator's process: it yields the CPU
+    # to rollout and learning on a shared node (0: same priority)
 
 
 @dataclass
