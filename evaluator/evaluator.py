@@ -101,6 +101,8 @@ class Evaluator:
             and row["eval_train_ratio"] < self.config.divergence_threshold
         )
         row["seconds"] = time.monotonic() - started
+        row["evaluated_at"] = time.time()  # minus the checkpoint's "created": the lag
+        row["checkpoint_created"] = checkpoint.manifest.get("created")
         self._record(row)
         return row
 
