@@ -84,6 +84,7 @@ def check_config(config: Config) -> None:
     """Value checks the schema cannot express; raises ValueError naming the key."""
     problems = {
         "train.env_steps": config.train.env_steps > 0,
+        "train.max_seconds": config.train.max_seconds >= 0,
         "actors.num_actors": config.actors.num_actors > 0,
         "actors.envs_per_actor": config.actors.envs_per_actor > 0,
         "actors.fragment_length": config.actors.fragment_length > 0,
@@ -283,7 +284,12 @@ class Trainer:
         failures = dict.fromkeys(range(len(actors)), 0)
         schedule = Schedule(self.counters.env_steps, cfg)
         started, start_steps = time.monotonic(), self.counters.env_steps
-        while self.counters.env_steps < cfg.train.env_steps and not self._stop.is_set():
+        deadline = started + cfg.train.max_seconds if cfg.train.max_seconds > 0 else float("inf")
+        while (
+            self.counters.env_steps < cfg.train.env_steps
+            and not self._stop.is_set()
+            and time.monotonic() < deadline
+        ):
             [ref], _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ref)
             try:

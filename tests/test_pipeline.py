@@ -53,6 +53,15 @@ def test_a_short_run_leaves_config_metrics_transitions_and_a_checkpoint(tmp_path
     policy_from_checkpoint(checkpoint)  # loads without unpickling objects
 
 
+def test_a_wall_clock_budget_ends_the_run_with_a_final_checkpoint(tmp_path):
+    config = compose_config([*SMALL, "train.env_steps=100000000", "train.max_seconds=3"])
+    result = train(config, tmp_path)
+    assert 0 < result.counters.env_steps < 100_000_000
+    assert read_metrics(tmp_path / "metrics.jsonl")[-1]["time_s"] < 3 + 30  # one batch late at most
+    checkpoint = load_checkpoint(open_store(str(tmp_path / "checkpoints")))
+    assert checkpoint.manifest["env_steps"] == result.counters.env_steps
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)

@@ -126,6 +126,8 @@ class RayConfig:
 @dataclass
 class TrainConfig:
     env_steps: int = 1_000_000  # env-step budget
+    max_seconds: float = 0.0  # wall-clock budget of the training loop (0: none); ends
+    # like SIGTERM, with a final checkpoint
     seed: int = 0  # root of every actor and env seed
     progress: bool = True  # live progress display on the console
 
