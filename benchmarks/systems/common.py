@@ -1,0 +1,199 @@
+"""What every system adapter shares: tasks, budgets, the common evaluation, results.
+
+All systems are judged by the same code: greedy actions on the same fixed held-out
+seeds (``evaluator.episodes.run_episodes``), against the oracle where the env has
+one. The clock that decides "time to solve" counts training only: it is paused
+while a system is evaluated, so a slow evaluation never counts against a system.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evaluator.episodes import Act, evaluation_seeds, mean_return, oracle_for, run_episodes
+from turnwise.config import EnvConfig
+
+EVAL_SEED = 1_000_000  # the evaluator's default first seed: held out from training
+
+
+@dataclass(frozen=True)
+class Task:
+    """An env and what "solved" means on it."""
+
+    name: str
+    env_id: str
+    kwargs: dict[str, Any]
+    eval_episodes: int
+    solved_fraction_of_oracle: float | None = None  # envs with an oracle
+    solved_return: float | None = None  # envs without one
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(id=self.env_id, kwargs=dict(self.kwargs))
+
+    def make_env(self):
+        """One plain Gymnasium env of this task (what RLlib's and SB3's factories build)."""
+        import gymnasium
+
+        import sims  # noqa: F401  (registers Warehouse-v0)
+
+        return gymnasium.make(self.env_id, **self.kwargs)
+
+    def is_solved(self, row: dict[str, Any]) -> bool:
+        if self.solved_fraction_of_oracle is not None:
+            return (row.get("fraction_of_oracle") or 0.0) >= self.solved_fraction_of_oracle
+        return row["eval_return"] >= self.solved_return
+
+
+TASKS = {
+    "warehouse": Task(
+        "warehouse", "Warehouse-v0", {"size": "small"}, 32, solved_fraction_of_oracle=0.9
+    ),
+    "cartpole": Task("cartpole", "CartPole-v1", {}, 10, solved_return=450.0),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every system is given alike: network, parallel envs, seed."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    num_envs: int = 16  # parallel envs in total (RLlib/SB3; turnwise keeps its own layout)
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # system-specific overrides
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A time-to-solve run stops when solved, at ``seconds`` of training time, or at
+    ``env_steps``; it is evaluated every ``eval_every_env_steps``."""
+
+    seconds: float
+    env_steps: int
+    eval_every_env_steps: int
+
+
+class TrainingClock:
+    """Wall-clock of training only: ``paused()`` while evaluating."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.excluded = 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started - self.excluded
+
+    def paused(self):
+        clock = self
+
+        class _Pause:
+            def __enter__(self):
+                self.at = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.excluded += time.perf_counter() - self.at
+
+        return _Pause()
+
+
+_ORACLE_RETURNS: dict[str, float | None] = {}
+
+
+def oracle_return(task: Task) -> float | None:
+    """The oracle's mean return on the task's evaluation episodes (cached)."""
+    if task.name not in _ORACLE_RETURNS:
+        oracle = oracle_for(task.env_config)
+        seeds = evaluation_seeds(EVAL_SEED, task.eval_episodes)
+        _ORACLE_RETURNS[task.name] = (
+            None if oracle is None else mean_return(run_episodes(task.env_config, seeds, oracle))
+        )
+    return _ORACLE_RETURNS[task.name]
+
+
+def evaluate(task: Task, act: Act) -> dict[str, Any]:
+    """Greedy episodes on the held-out seeds: ``eval_return`` and ``fraction_of_oracle``."""
+    seeds = evaluation_seeds(EVAL_SEED, task.eval_episodes)
+    episodes = run_episodes(task.env_config, seeds, act)
+    value = mean_return(episodes)
+    optimum = oracle_return(task)
+    return {
+        "eval_return": value,
+        "fraction_of_oracle": None if not optimum else value / optimum,
+    }
+
+
+def batch_act(predict: Callable[[np.ndarray], np.ndarray]) -> Act:
+    """An ``Act`` from a function of a batch of observations to greedy actions."""
+    return lambda obs, envs: np.asarray(predict(obs)).reshape(len(envs))
+
+
+def throughput_result(
+    system: str, task: Task, env_steps: int, seconds: float, settings: Settings, **notes: Any
+) -> dict[str, Any]:
+    """The record of a throughput measurement: env steps consumed by the learner over a
+    fixed wall-clock window (start-up excluded)."""
+    return {
+        "system": system,
+        "task": task.name,
+        "env_steps": int(env_steps),
+        "seconds": float(seconds),
+        "env_steps_per_second": env_steps / seconds if seconds > 0 else 0.0,
+        "settings": asdict(settings),
+        **notes,
+    }
+
+
+class SolveRecorder:
+    """Collects a time-to-solve curve and decides when to stop.
+
+    ``due(env_steps)`` says whether an evaluation is due; ``record(env_steps, act)``
+    evaluates with the clock paused and returns True when the run should stop.
+    """
+
+    def __init__(self, system: str, task: Task, budget: Budget, settings: Settings) -> None:
+        self.system, self.task, self.budget, self.settings = system, task, budget, settings
+        self.clock = TrainingClock()
+        self.curve: list[dict[str, Any]] = []
+        self.solved: dict[str, Any] | None = None
+        self.stopped_by = ""
+        self._next_eval = budget.eval_every_env_steps
+
+    def due(self, env_steps: int) -> bool:
+        return env_steps >= self._next_eval or self.out_of_budget(env_steps)
+
+    def out_of_budget(self, env_steps: int) -> bool:
+        return self.clock.seconds() >= self.budget.seconds or env_steps >= self.budget.env_steps
+
+    def record(self, env_steps: int, act: Act, train_return: float | None = None) -> bool:
+        seconds = self.clock.seconds()
+        with self.clock.paused():
+            scores = evaluate(self.task, act)
+        row = {"seconds": seconds, "env_steps": int(env_steps), "train_return": train_return}
+        self.curve.append({**row, **scores})
+        while self._next_eval <= env_steps:
+            self._next_eval += self.budget.eval_every_env_steps
+        if self.solved is None and self.task.is_solved(scores):
+            self.solved = {"seconds": seconds, "env_steps": int(env_steps)}
+            self.stopped_by = "solved"
+        elif seconds >= self.budget.seconds:
+            self.stopped_by = "time cap"
+        elif env_steps >= self.budget.env_steps:
+            self.stopped_by = "step cap"
+        return bool(self.stopped_by)
+
+    def result(self, **notes: Any) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "task": self.task.name,
+            "curve": self.curve,
+            "solved": self.solved,
+            "stopped_by": self.stopped_by or "ended",
+            "budget": asdict(self.budget),
+            "settings": asdict(self.settings),
+            **notes,
+        }
