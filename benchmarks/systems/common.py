@@ -132,6 +132,15 @@ def batch_act(predict: Callable[[np.ndarray], np.ndarray]) -> Act:
     return lambda obs, envs: np.asarray(predict(obs)).reshape(len(envs))
 
 
+def finite_or_none(value: Any) -> float | None:
+    """A number fit for JSON: NaN, inf and missing values become None."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def throughput_result(
     system: str, task: Task, env_steps: int, seconds: float, settings: Settings, **notes: Any
 ) -> dict[str, Any]:
@@ -173,7 +182,11 @@ class SolveRecorder:
         seconds = self.clock.seconds()
         with self.clock.paused():
             scores = evaluate(self.task, act)
-        row = {"seconds": seconds, "env_steps": int(env_steps), "train_return": train_return}
+        row = {
+            "seconds": seconds,
+            "env_steps": int(env_steps),
+            "train_return": finite_or_none(train_return),
+        }
         self.curve.append({**row, **scores})
         while self._next_eval <= env_steps:
             self._next_eval += self.budget.eval_every_env_steps

@@ -22,6 +22,7 @@ from benchmarks.systems.common import (
     Settings,
     SolveRecorder,
     Task,
+    finite_or_none,
     throughput_result,
 )
 from learner.driver import Trainer
@@ -101,7 +102,7 @@ def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, A
         point = {
             "seconds": at["time_s"],
             "env_steps": row["env_steps"],
-            "train_return": row.get("train_return"),
+            "train_return": finite_or_none(row.get("train_return")),
             "eval_return": row["eval_return"],
             "fraction_of_oracle": row.get("fraction_of_oracle"),
         }
