@@ -96,7 +96,7 @@ MODES = {
         ceiling_batches=(16,),
         ceiling_seconds=0.05,
         transport_batches=1,
-        extra={"sb3": {"n_steps": 128}},
+        extra={},
     ),
 }
 
