@@ -148,7 +148,8 @@ def _throughput(report: dict[str, Any]) -> list[str]:
 def _how(row: dict[str, Any]) -> str:
     skip = {"system", "task", "env_steps", "seconds", "env_steps_per_second", "settings",
             "curve", "solved", "stopped_by", "budget", "error", "actors_x_envs"}  # fmt: skip
-    return ", ".join(f"{k}={v}" for k, v in sorted(row.items()) if k not in skip)
+    shown = {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
+    return ", ".join(f"{k}={v}" for k, v in sorted(shown.items()) if k not in skip)
 
 
 def _solve(report: dict[str, Any], plot: Path) -> list[str]:

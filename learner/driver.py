@@ -93,6 +93,7 @@ def check_config(config: Config) -> None:
         "evaluator.every_env_steps": config.evaluator.every_env_steps > 0,
         "evaluator.episodes": config.evaluator.episodes > 0,
         "learner.minibatch_size": config.learner.minibatch_size > 0,
+        "learner.cpu_threads": config.learner.cpu_threads >= 0,
         "learner.correction": config.learner.correction in ("vtrace", "none"),
         "learner.normalizer.kind": config.learner.normalizer.kind in ("window", "none"),
     }

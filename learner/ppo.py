@@ -81,6 +81,8 @@ class PPOLearner:
     ) -> None:
         self.config = config
         self.device = pick_device(device)
+        if self.device.type == "cpu" and config.cpu_threads > 0:
+            torch.set_num_threads(config.cpu_threads)  # the learner owns its process
         norm = config.normalizer
         self.model = build_policy(
             observation_space,

@@ -67,6 +67,8 @@ class PPOConfig:
     rho_clip: float = 1.0  # V-trace rho-bar (importance weight truncation)
     c_clip: float = 1.0  # V-trace c-bar (trace cutting)
     device: str = "auto"  # auto: cuda when available, else cpu
+    cpu_threads: int = 1  # torch threads of a CPU learner: a small MLP runs fastest on one,
+    # and the rollout actors need the other cores (0: torch's default)
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
 
 
