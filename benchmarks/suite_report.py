@@ -268,7 +268,8 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
             ys = [p["fraction_of_oracle"] if oracle else p["eval_return"] for p in curve]
             ax.plot([p["seconds"] for p in curve], ys, marker="o", label=LABELS[system])
         ax.axhline(0.9 if oracle else 450, color="grey", linestyle="--", linewidth=1)
-        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xscale("symlog", linthresh=1)  # seconds for turnwise, minutes for others
+        ax.set_xlim(left=0)
         ax.set_xlabel("training wall-clock (s)")
         ax.set_ylabel("eval return / oracle" if oracle else "eval return")
         ax.set_title({"warehouse": "Warehouse-v0", "cartpole": "CartPole-v1"}.get(task, task))

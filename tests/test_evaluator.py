@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -175,13 +174,6 @@ def test_evaluate_once_cli_prints_every_metric_and_fails_cleanly_without_checkpo
     assert run.returncode == 1 and "no checkpoint" in run.stderr and "Traceback" not in run.stderr
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def evaluated(run_dir: Path) -> list[str]:
     path = run_dir / "evaluations.jsonl"
     if not path.exists():
@@ -189,7 +181,7 @@ def evaluated(run_dir: Path) -> list[str]:
     return [json.loads(line)["checkpoint"] for line in path.read_text().splitlines()]
 
 
-def test_a_killed_evaluator_is_restarted_and_training_goes_on(tmp_path):
+def test_a_killed_evaluator_is_restarted_and_training_goes_on(tmp_path, wait_for):
     config = compose_config(
         [
             *SMALL,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import boto3
@@ -102,14 +101,7 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
         Trainer(config, tmp_path)
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def test_a_killed_rollout_actor_is_replaced_and_the_run_finishes(tmp_path):
+def test_a_killed_rollout_actor_is_replaced_and_the_run_finishes(tmp_path, wait_for):
     config = compose_config([*SMALL, "train.env_steps=100000000"])
     trainer = Trainer(config, tmp_path)
     outcome: dict = {}
