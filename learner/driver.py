@@ -94,6 +94,7 @@ def check_config(config: Config) -> None:
         "evaluator.episodes": config.evaluator.episodes > 0,
         "learner.minibatch_size": config.learner.minibatch_size > 0,
         "learner.cpu_threads": config.learner.cpu_threads >= 0,
+        "monitoring.linger_s": config.monitoring.linger_s >= 0,
         "learner.correction": config.learner.correction in ("vtrace", "none"),
         "learner.normalizer.kind": config.learner.normalizer.kind in ("window", "none"),
     }
@@ -222,6 +223,7 @@ class Trainer:
                     ray.kill(actor)
                 if self.evaluator is not None:
                     ray.kill(self.evaluator.actor)
+                self._linger()
                 self.telemetry.close()
                 self.cloudwatch.close()
         log.info("run finished at %s env steps; checkpoint %s", self.counters.env_steps, uri)
@@ -246,6 +248,15 @@ class Trainer:
         if not self.config.evaluator.enabled:
             return None
         return RemoteEvaluator(self.config, self.run_dir, self.store.uri)
+
+    def _linger(self) -> None:
+        """Hold the metrics endpoint open with the final values for a last scrape."""
+        if self.config.monitoring.metrics_port >= 0 and self.config.monitoring.linger_s > 0:
+            log.info(
+                "metrics endpoint stays up %.0f s for a last scrape",
+                self.config.monitoring.linger_s,
+            )
+            time.sleep(self.config.monitoring.linger_s)
 
     def _serve_metrics(self) -> None:
         """The Prometheus endpoint; a busy port falls back to a free one (logged and

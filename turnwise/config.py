@@ -116,6 +116,8 @@ class CloudWatchConfig:
 class MonitoringConfig:
     metrics_port: int = 9464  # Prometheus endpoint of the driver; 0: any free port; -1: off
     metrics_host: str = "127.0.0.1"  # bind address of the endpoint (0.0.0.0 inside a pod)
+    linger_s: float = 0.0  # keep the endpoint up this long after the run so the final
+    # values are scraped (set it to at least the scrape interval where that matters)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)  # off by default
 
 
