@@ -3,7 +3,7 @@
 ``python -m benchmarks.learning [--quick] [--repeats N]`` runs, in one process, one
 after another: ``+exp=warehouse`` with the evaluator on and with it off, alternating,
 ``--repeats`` times each (the throughput cost of the external evaluation is a ratio of
-medians: single runs on a 2-core machine drift by ~10%), and ``+exp=cartpole``.
+medians: single runs on a 2-core machine vary by +-15%), and ``+exp=cartpole``.
 It reports wall-clock and env steps until the evaluation return reaches 90% of the
 oracle's on the held-out seeds, the final fraction of the oracle, CartPole's steps to
 a mean training return of 450, writes ``benchmarks/results/learning.json`` and the
@@ -174,13 +174,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="short budgets (a few minutes)")
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="a subset of runs")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="warehouse on/off runs each (3; quick: 1)"
+        "--repeats", type=int, default=None, help="warehouse on/off runs each (5; quick: 1)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "learning.json")
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args(argv)
     names = args.only or list(RUNS)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     with tempfile.TemporaryDirectory(prefix="turnwise-learning-") as root:
         runs = [
             run_one(name, RUNS[name], args.quick, Path(root), k)
