@@ -29,6 +29,7 @@ import ray
 import torch
 
 from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, publish
+from evaluator.evaluator import EvaluationTable
 from learner.driver import train
 from learner.progress import read_metrics
 from turnwise.config import compose_config
@@ -81,12 +82,7 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def summarize(name: str, run_dir: Path, env_steps: int) -> dict[str, Any]:
     metrics = read_metrics(run_dir / "metrics.jsonl")
-    evaluations_path = run_dir / "evaluations.jsonl"
-    evaluations = (
-        [json.loads(line) for line in evaluations_path.read_text().splitlines()]
-        if evaluations_path.exists()
-        else []
-    )
+    evaluations = EvaluationTable(run_dir).rows()
     row: dict[str, Any] = {
         "run": name,
         "env_steps": env_steps,

@@ -132,12 +132,14 @@ def measure(
     return json.loads(out.read_text())
 
 
-def plan(mode: Mode) -> list[tuple[str, dict[str, Any]]]:
-    """Every measurement of a run, in order: (label, arguments of ``measure``)."""
-    steps: list[tuple[str, dict[str, Any]]] = []
+def plan(mode: Mode) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every measurement of a run, in order: (results section, label, arguments of
+    ``measure``)."""
+    steps: list[tuple[str, str, dict[str, Any]]] = []
     for system in SYSTEMS:
         steps.append(
             (
+                "throughput",
                 f"throughput {system}",
                 {"system": system, "what": "throughput", "task": "warehouse",
                  "seconds": mode.throughput_seconds, "extra": mode.extra.get(system)},
@@ -147,6 +149,7 @@ def plan(mode: Mode) -> list[tuple[str, dict[str, Any]]]:
         for system in SYSTEMS:
             steps.append(
                 (
+                    "solve",
                     f"time to solve {task}: {system}",
                     {"system": system, "what": "solve", "task": task, "seconds": budget.seconds,
                      "budget": budget, "extra": mode.extra.get(system)},
@@ -156,6 +159,7 @@ def plan(mode: Mode) -> list[tuple[str, dict[str, Any]]]:
         overrides = [f"actors.num_actors={actors}", f"actors.envs_per_actor={envs}"]
         steps.append(
             (
+                "scaling",
                 f"scaling {actors} actors x {envs} envs",
                 {"system": "turnwise", "what": "throughput", "task": "warehouse",
                  "seconds": mode.scaling_seconds, "extra": {"overrides": overrides}},
@@ -178,14 +182,12 @@ def run(mode_name: str, work_dir: Path) -> dict[str, Any]:
         progress.update(bar, description="transport")
         results["transport"] = components.transport(mode.transport_batches)
         progress.advance(bar)
-        for label, kwargs in steps:
+        for section, label, kwargs in steps:
             progress.update(bar, description=label)
             result = measure(**kwargs, work_dir=work_dir)
-            section = label.split()[0]
-            key = {"throughput": "throughput", "time": "solve", "scaling": "scaling"}[section]
-            if key == "scaling":
+            if section == "scaling":
                 result["actors_x_envs"] = label.removeprefix("scaling ")
-            results[key].append(result)
+            results[section].append(result)
             progress.advance(bar)
     return results
 

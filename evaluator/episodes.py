@@ -118,6 +118,12 @@ def oracle_for(config: EnvConfig) -> Act | None:
     return None
 
 
+def oracle_baseline(config: EnvConfig, seeds: Sequence[int]) -> float | None:
+    """The oracle's mean return on these episodes; None where the env has no oracle."""
+    oracle = oracle_for(config)
+    return None if oracle is None else mean_return(run_episodes(config, seeds, oracle))
+
+
 def policy_actor(model, greedy: bool = True) -> Act:
     """Wrap an ActorCritic as an ``Act``: greedy (argmax) by default."""
     return lambda obs, envs: model.act(obs, greedy=greedy)[0]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluator.episodes import evaluation_seeds, oracle_for, policy_actor, run_episodes
+from evaluator.episodes import evaluation_seeds, oracle_baseline, policy_actor, run_episodes
 from evaluator.metrics import divergence, summarize
 from learner.policy import policy_from_checkpoint
 from turnwise.checkpoint import load_checkpoint, resolve
@@ -71,10 +71,7 @@ class Evaluator:
     def oracle_return(self) -> float | None:
         """The known-optimal baseline on the evaluation episodes, computed once."""
         if not self._oracle_done:
-            oracle = oracle_for(self.env)
-            if oracle is not None:
-                episodes = run_episodes(self.env, self.seeds, oracle)
-                self._oracle_return = sum(e.total_return for e in episodes) / len(episodes)
+            self._oracle_return = oracle_baseline(self.env, self.seeds)
             self._oracle_done = True
         return self._oracle_return
 

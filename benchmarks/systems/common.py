@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.episodes import Act, evaluation_seeds, mean_return, oracle_for, run_episodes
+from evaluator.episodes import Act, evaluation_seeds, mean_return, oracle_baseline, run_episodes
 from turnwise.config import EnvConfig
 
 EVAL_SEED = 1_000_000  # the evaluator's default first seed: held out from training
@@ -107,11 +107,8 @@ _ORACLE_RETURNS: dict[str, float | None] = {}
 def oracle_return(task: Task) -> float | None:
     """The oracle's mean return on the task's evaluation episodes (cached)."""
     if task.name not in _ORACLE_RETURNS:
-        oracle = oracle_for(task.env_config)
         seeds = evaluation_seeds(EVAL_SEED, task.eval_episodes)
-        _ORACLE_RETURNS[task.name] = (
-            None if oracle is None else mean_return(run_episodes(task.env_config, seeds, oracle))
-        )
+        _ORACLE_RETURNS[task.name] = oracle_baseline(task.env_config, seeds)
     return _ORACLE_RETURNS[task.name]
 
 
@@ -161,7 +158,8 @@ class SolveRecorder:
     """Collects a time-to-solve curve and decides when to stop.
 
     ``due(env_steps)`` says whether an evaluation is due; ``record(env_steps, act)``
-    evaluates with the clock paused and returns True when the run should stop.
+    evaluates with the clock paused and returns True when the run should stop; ``add``
+    takes a point evaluated elsewhere (turnwise's own evaluator).
     """
 
     def __init__(self, system: str, task: Task, budget: Budget, settings: Settings) -> None:
@@ -179,23 +177,31 @@ class SolveRecorder:
         return self.clock.seconds() >= self.budget.seconds or env_steps >= self.budget.env_steps
 
     def record(self, env_steps: int, act: Act, train_return: float | None = None) -> bool:
+        """Evaluate now (clock paused) and ``add`` the point."""
         seconds = self.clock.seconds()
         with self.clock.paused():
             scores = evaluate(self.task, act)
-        row = {
+        point = {
             "seconds": seconds,
             "env_steps": int(env_steps),
             "train_return": finite_or_none(train_return),
         }
-        self.curve.append({**row, **scores})
-        while self._next_eval <= env_steps:
+        return self.add({**point, **scores})
+
+    def add(self, point: dict[str, Any]) -> bool:
+        """Append an evaluated point (seconds, env_steps, train_return, eval_return,
+        fraction_of_oracle); True once the run should stop: solved or out of budget."""
+        self.curve.append(point)
+        while self._next_eval <= point["env_steps"]:
             self._next_eval += self.budget.eval_every_env_steps
-        if self.solved is None and self.task.is_solved(scores):
-            self.solved = {"seconds": seconds, "env_steps": int(env_steps)}
+        if self.solved is None and self.task.is_solved(point):
+            self.solved = {"seconds": point["seconds"], "env_steps": point["env_steps"]}
             self.stopped_by = "solved"
-        elif seconds >= self.budget.seconds:
+        elif self.stopped_by:
+            pass  # a point after the stop (turnwise's final checkpoint) changes nothing
+        elif point["seconds"] >= self.budget.seconds:
             self.stopped_by = "time cap"
-        elif env_steps >= self.budget.env_steps:
+        elif point["env_steps"] >= self.budget.env_steps:
             self.stopped_by = "step cap"
         return bool(self.stopped_by)
 

@@ -154,11 +154,11 @@ def _small_budget_batch(budget: Budget, settings: Settings) -> int | None:
     _quiet()
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    default = PPOConfig().train_batch_size_per_learner
+    defaults = PPOConfig()
     explicit = {"train_batch_size", "train_batch_size_per_learner"} & settings.extra.keys()
-    if explicit or default <= budget.env_steps:
+    if explicit or defaults.train_batch_size_per_learner <= budget.env_steps:
         return None
-    minibatch = int(settings.extra.get("minibatch_size", PPOConfig().minibatch_size))
+    minibatch = int(settings.extra.get("minibatch_size", defaults.minibatch_size))
     return max(budget.env_steps, minibatch)
 
 

@@ -10,7 +10,6 @@ it whatever CPU they take, unlike the others' paused clock).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 from pathlib import Path
@@ -25,6 +24,7 @@ from benchmarks.systems.common import (
     finite_or_none,
     throughput_result,
 )
+from evaluator.evaluator import EvaluationTable
 from learner.driver import Trainer
 from learner.progress import read_metrics
 from turnwise.config import compose_config
@@ -96,27 +96,20 @@ def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, A
             watcher.done.set()
             watcher.join()
         metrics = read_metrics(Path(run_dir) / "metrics.jsonl")
-        evaluations = _rows(Path(run_dir) / "evaluations.jsonl")
+        evaluations = EvaluationTable(run_dir).rows()
     for row in evaluations:
         at = next((m for m in metrics if m["env_steps"] >= row["env_steps"]), metrics[-1])
-        point = {
-            "seconds": at["time_s"],
-            "env_steps": row["env_steps"],
-            "train_return": finite_or_none(row.get("train_return")),
-            "eval_return": row["eval_return"],
-            "fraction_of_oracle": row.get("fraction_of_oracle"),
-        }
-        recorder.curve.append(point)
-        if recorder.solved is None and task.is_solved(point):
-            recorder.solved = {"seconds": point["seconds"], "env_steps": point["env_steps"]}
-    last = metrics[-1]
-    recorder.stopped_by = (
-        "solved"
-        if recorder.solved
-        else "time cap"
-        if last["time_s"] >= budget.seconds
-        else "step cap"
-    )
+        recorder.add(
+            {
+                "seconds": at["time_s"],
+                "env_steps": row["env_steps"],
+                "train_return": finite_or_none(row.get("train_return")),
+                "eval_return": row["eval_return"],
+                "fraction_of_oracle": row.get("fraction_of_oracle"),
+            }
+        )
+    if not recorder.stopped_by:  # the run's last evaluation fell just short of a cap
+        recorder.stopped_by = "time cap" if metrics[-1]["time_s"] >= budget.seconds else "step cap"
     return recorder.result(
         num_actors=config.actors.num_actors, envs_per_actor=config.actors.envs_per_actor
     )
@@ -127,23 +120,11 @@ class _SolveWatcher(threading.Thread):
 
     def __init__(self, run_dir: Path, task: Task, trainer: Trainer) -> None:
         super().__init__(daemon=True)
-        self.path, self.task, self.trainer = run_dir / "evaluations.jsonl", task, trainer
+        self.table, self.task, self.trainer = EvaluationTable(run_dir), task, trainer
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.5):
-            if any(self.task.is_solved(row) for row in _rows(self.path)):
+            if any(self.task.is_solved(row) for row in self.table.rows()):
                 self.trainer.stop()
                 return
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written
-    return rows
