@@ -164,13 +164,23 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning")
     parser.add_argument("--quick", action="store_true", help="short budgets (a few minutes)")
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="a subset of runs")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="warehouse on/off runs each (5; quick: 1)"
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help="warehouse on/off runs each (5; quick: 1)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "learning.json")
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)

@@ -1,6 +1,6 @@
 """The side-by-side benchmark: turnwise against RLlib PPO, SB3 PPO and the machine.
 
-    python -m benchmarks [--mode quick|full]     (quick: ~10 minutes; full: ~45)
+    python -m benchmarks [--mode quick|full]     (quick: ~10 minutes; full: ~30)
 
 Five sections, measured in one run on one machine: (1) the ceiling (random-policy
 batched env, forward pass alone); (2) sampling + learning throughput of each system

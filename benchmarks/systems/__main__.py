@@ -27,6 +27,17 @@ SYSTEMS = {
 }
 
 
+def json_object(text: str) -> dict:
+    """``--extra``: a JSON object, or a usage error saying what was wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.systems")
     parser.add_argument("system", choices=sorted(SYSTEMS))
@@ -37,10 +48,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--eval-every", type=int, default=100_000, help="solve: env steps")
     parser.add_argument("--num-envs", type=int, default=Settings.num_envs)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--extra", default="{}", help="system-specific settings (JSON)")
+    parser.add_argument(
+        "--extra", type=json_object, default={}, help="system-specific settings (JSON object)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings(num_envs=args.num_envs, seed=args.seed, extra=json.loads(args.extra))
+    settings = Settings(num_envs=args.num_envs, seed=args.seed, extra=args.extra)
     module = importlib.import_module(SYSTEMS[args.system])
     task = TASKS[args.task]
     if args.measure == "throughput":
