@@ -18,8 +18,9 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-import sims  # noqa: F401  (registers turnwise's simulators)
-from sims.versioning import config_digest
+from sims.declarations import Declarations, declarations
+from sims.registry import env_spec
+from sims.versioning import env_version
 from turnwise.config import EnvConfig
 
 
@@ -31,9 +32,19 @@ class EnvInfo:
     version: str
     observation_space: gymnasium.Space
     action_space: gymnasium.Space
-    reward_components: tuple[str, ...]
-    persistent_state: tuple[str, ...]
-    reset_options: frozenset[str]
+    declarations: Declarations
+
+    @property
+    def reward_components(self) -> tuple[str, ...]:
+        return self.declarations.reward_components
+
+    @property
+    def persistent_state(self) -> tuple[str, ...]:
+        return self.declarations.persistent_state
+
+    @property
+    def reset_options(self) -> frozenset[str]:
+        return self.declarations.reset_options
 
 
 _LAUNCHERS: dict[str, Any] = {}  # one launched simulator server per process (= per actor)
@@ -47,10 +58,9 @@ def make_env(config: EnvConfig, **extra: Any) -> gymnasium.Env:
         return _remote_env(config)
     if mode != "inprocess":
         raise ValueError(f"env.simulator.mode must be inprocess, connect or launch, got {mode!r}")
-    if config.id not in gymnasium.registry:
-        raise ValueError(f"env.id {config.id!r} is not a registered Gymnasium env")
+    spec = env_spec(config.id)  # imports a plug-in env's module; names what is wrong
     try:
-        return gymnasium.make(config.id, **config.kwargs, **extra)
+        return gymnasium.make(spec, **config.kwargs, **extra)
     except TypeError as error:
         raise ValueError(
             f"env.kwargs {dict(config.kwargs)} rejected by {config.id}: {error}"
@@ -58,7 +68,7 @@ def make_env(config: EnvConfig, **extra: Any) -> gymnasium.Env:
 
 
 def _remote_env(config: EnvConfig) -> gymnasium.Env:
-    from actors.remote_env import RemoteEnv, SimulatorLauncher, parse_address
+    from sims.client import RemoteEnv, SimulatorLauncher, parse_address
 
     sim = config.simulator
     if sim.mode == "connect":
@@ -74,27 +84,22 @@ def _remote_env(config: EnvConfig) -> gymnasium.Env:
 
 def describe_env(config: EnvConfig) -> EnvInfo:
     env = make_env(config)
-    base = env.unwrapped
-    declared = getattr(base, "state_variables", {})
-    version = getattr(base, "version", None) or (
-        f"{config.id}+gymnasium-{gymnasium.__version__}.{config_digest(dict(config.kwargs))[:8]}"
-    )
-    info = EnvInfo(
-        env_id=config.id,
-        version=version,
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        reward_components=tuple(getattr(base, "reward_components", ())),
-        persistent_state=tuple(k for k, scope in declared.items() if scope == "persistent"),
-        reset_options=frozenset(getattr(base, "reset_options", ())),
-    )
-    env.close()
-    return info
+    try:
+        version, _ = env_version(config.id, config.kwargs, env)
+        return EnvInfo(
+            env_id=config.id,
+            version=version,
+            observation_space=env.observation_space,
+            action_space=env.action_space,
+            declarations=declarations(env),
+        )
+    finally:
+        env.close()
 
 
 def make_vector_env(config: EnvConfig, num_envs: int, seed_root: list[int]) -> VectorEnv:
     """The actor's vector env: the env's own batched implementation when it has one."""
-    spec = gymnasium.spec(config.id)
+    spec = env_spec(config.id)
     if config.vectorization not in ("auto", "sync"):
         raise ValueError(
             f"env.vectorization must be 'auto' or 'sync', got {config.vectorization!r}"
@@ -102,7 +107,7 @@ def make_vector_env(config: EnvConfig, num_envs: int, seed_root: list[int]) -> V
     local = config.simulator.mode == "inprocess"
     if local and config.vectorization == "auto" and spec.vector_entry_point is not None:
         batched = gymnasium.make_vec(
-            config.id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
+            spec, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
         ).unwrapped
         if follows_contract(batched):
             return batched
@@ -136,7 +141,7 @@ class EpisodeSeededVectorEnv(VectorEnv):
         self.action_space = self._inner.action_space
         self._seed_root = list(seed_root)
         self._episodes = np.zeros(self.num_envs, dtype=np.int64)
-        self._self_reporting = bool(getattr(self._inner.envs[0].unwrapped, "reset_options", ()))
+        self._self_reporting = bool(declarations(self._inner.envs[0]).reset_options)
 
     def episode_seeds(self, mask: np.ndarray) -> list[int | None]:
         return [

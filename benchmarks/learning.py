@@ -90,9 +90,9 @@ def summarize(name: str, run_dir: Path, env_steps: int) -> dict[str, Any]:
         "env_steps_per_second": metrics[-1]["env_steps_per_second"],
         "final_train_return": metrics[-1]["train_return"],
     }
-    solved = next((e for e in evaluations if (e.get("fraction_of_oracle") or 0) >= 0.9), None)
+    solved = next((e for e in evaluations if (e.get("fraction_of_baseline") or 0) >= 0.9), None)
     if evaluations:
-        row["final_fraction_of_oracle"] = evaluations[-1].get("fraction_of_oracle")
+        row["final_fraction_of_baseline"] = evaluations[-1].get("fraction_of_baseline")
         row["final_eval_return"] = evaluations[-1]["eval_return"]
     if solved:
         row["steps_to_90pct_oracle"] = solved["env_steps"]
@@ -133,7 +133,7 @@ def render(report: dict[str, Any]) -> str:
             if "steps_to_90pct_oracle" in r
             else "-"
         )
-        fraction = r.get("final_fraction_of_oracle")
+        fraction = r.get("final_fraction_of_baseline")
         cart = (
             f"{r['steps_to_return_450']:,} steps, {r['seconds_to_return_450']:.0f} s"
             if "steps_to_return_450" in r

@@ -173,8 +173,8 @@ def _solve(report: dict[str, Any], plot: Path) -> list[str]:
         solved, curve = row["solved"], row["curve"]
         best = max(curve, key=lambda p: p["eval_return"]) if curve else None
         score = "-" if best is None else (
-            f"{best['fraction_of_oracle']:.2f} of oracle"
-            if best.get("fraction_of_oracle") is not None else f"return {best['eval_return']:.0f}"
+            f"{best['fraction_of_baseline']:.2f} of oracle"
+            if best.get("fraction_of_baseline") is not None else f"return {best['eval_return']:.0f}"
         )  # fmt: skip
         at = f"{solved['seconds']:.0f} s" if solved else "not reached"
         steps = f"{solved['env_steps']:,}" if solved else "-"
@@ -265,7 +265,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         oracle = task == "warehouse"
         for system, row in by_system(report["solve"], task).items():
             curve = row.get("curve") or []
-            ys = [p["fraction_of_oracle"] if oracle else p["eval_return"] for p in curve]
+            ys = [p["fraction_of_baseline"] if oracle else p["eval_return"] for p in curve]
             ax.plot([p["seconds"] for p in curve], ys, marker="o", label=LABELS[system])
         ax.axhline(0.9 if oracle else 450, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("symlog", linthresh=1)  # seconds for turnwise, minutes for others

@@ -38,7 +38,8 @@ def locate(target: str) -> tuple[str, str | None, dict]:
 def evaluator_settings(config: dict) -> tuple[EnvConfig, EvaluatorConfig]:
     fields = {f.name for f in dataclasses.fields(EvaluatorConfig)}
     raw = {k: v for k, v in config.get("evaluator", {}).items() if k in fields}
-    env = env_config_from_dict(raw.pop("env", None) or config["env"])
+    own = raw.pop("env", None)  # an empty id (or None, in older runs): the training env
+    env = env_config_from_dict(own if own and own.get("id") else config["env"])
     return env, EvaluatorConfig(**raw)
 
 

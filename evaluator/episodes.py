@@ -1,14 +1,16 @@
-"""Fixed-seed evaluation episodes for a policy, and the oracle's baseline on them."""
+"""Fixed-seed evaluation episodes for a policy (or a baseline), in lockstep."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from actors.envs import make_env
+from evaluator.coverage import StateKey, state_key_function
+from sims.declarations import declarations
 from turnwise.config import EnvConfig
 
 # (observations (n, D), the n unwrapped envs) -> n actions: one call per lockstep step
@@ -38,28 +40,19 @@ def evaluation_seeds(first: int, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
-def state_key(env, obs: np.ndarray) -> Hashable:
-    """The env's own state key where it has one, else the observation binned to 0.1."""
-    if hasattr(env, "state_key"):
-        return env.state_key()
-    return tuple(np.round(np.asarray(obs, dtype=np.float64).ravel()[:16], 1).tolist())
-
-
 class _Recorder:
     """One episode in progress: accumulates what ``Episode`` reports."""
 
-    def __init__(self, env, seed: int) -> None:
-        self.env, self.seed = env, seed
+    def __init__(self, env, seed: int, key: StateKey, reachable: bool) -> None:
+        self.env, self.seed, self.key = env, seed, key
         self.obs, _ = env.reset(seed=seed)
         base = env.unwrapped
         self.base = base
-        self.reachable = (
-            base.reachable_state_count() if hasattr(base, "reachable_state_count") else None
-        )
+        self.reachable = base.reachable_state_count() if reachable else None
         self.total, self.actions, self.observations = 0.0, [], []
         self.components: Counter = Counter()
         self.counts: Counter = Counter()
-        self.visits: Counter = Counter([state_key(base, self.obs)])
+        self.visits: Counter = Counter([key(base, self.obs)])
         self.done = self.terminated = False
         self.info: dict = {}
 
@@ -68,7 +61,7 @@ class _Recorder:
         self.obs, reward, self.terminated, truncated, self.info = self.env.step(action)
         self.total += float(reward)
         self.actions.append(int(action))
-        self.visits[state_key(self.base, self.obs)] += 1
+        self.visits[self.key(self.base, self.obs)] += 1
         for name, value in self.info.get("reward_components", {}).items():
             self.components[name] += float(value)
             self.counts[name] += int(value != 0)
@@ -97,7 +90,11 @@ def run_episodes(config: EnvConfig, seeds: Sequence[int], act: Act) -> list[Epis
     do not depend on how many run together."""
     envs = [make_env(config) for _ in seeds]
     try:
-        running = [_Recorder(env, seed) for env, seed in zip(envs, seeds, strict=True)]
+        key = state_key_function(envs[0])
+        reachable = declarations(envs[0]).reachable_states
+        running = [
+            _Recorder(env, seed, key, reachable) for env, seed in zip(envs, seeds, strict=True)
+        ]
         while live := [r for r in running if not r.done]:
             actions = act(np.stack([r.obs for r in live]), [r.base for r in live])
             for recorder, action in zip(live, np.asarray(actions).reshape(-1), strict=True):
@@ -106,22 +103,6 @@ def run_episodes(config: EnvConfig, seeds: Sequence[int], act: Act) -> list[Epis
     finally:
         for env in envs:
             env.close()
-
-
-def oracle_for(config: EnvConfig) -> Act | None:
-    """The known-optimal policy of an env, where the simulator provides one."""
-    if config.id == "Warehouse-v0":
-        from sims.warehouse import WarehouseOracle
-
-        oracle = WarehouseOracle()
-        return lambda obs, envs: np.array([oracle.act(env) for env in envs])
-    return None
-
-
-def oracle_baseline(config: EnvConfig, seeds: Sequence[int]) -> float | None:
-    """The oracle's mean return on these episodes; None where the env has no oracle."""
-    oracle = oracle_for(config)
-    return None if oracle is None else mean_return(run_episodes(config, seeds, oracle))
 
 
 def policy_actor(model, greedy: bool = True) -> Act:

@@ -1,4 +1,4 @@
-"""The external evaluator: fixed env, fixed seeds, oracle baseline, divergence alerts.
+"""The external evaluator: fixed env, fixed seeds, a baseline, divergence alerts.
 
 A plain class (tests run it in-process); the training driver wraps it with
 ``ray.remote`` so it runs as its own actor, possibly on another node. It reads
@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluator.episodes import evaluation_seeds, oracle_baseline, policy_actor, run_episodes
+from evaluator.baselines import resolve_baseline
+from evaluator.episodes import evaluation_seeds, policy_actor, run_episodes
 from evaluator.metrics import divergence, summarize
 from learner.policy import policy_from_checkpoint
+from sims.declarations import Declarations, declarations
 from turnwise.checkpoint import load_checkpoint, resolve
 from turnwise.checkpoint_store import CHECKPOINT_MARKER, open_store
 from turnwise.config import EnvConfig, EvaluatorConfig
@@ -64,16 +66,30 @@ class Evaluator:
         self.config = config
         self.seeds = evaluation_seeds(config.seed, config.episodes)
         self.table = EvaluationTable(run_dir)
-        self._oracle_return: float | None = None
-        self._oracle_done = False
+        self.declared = _probe(env)
+        self.baseline = resolve_baseline(config.baseline, self.declared)
+        self._baseline_return: float | None = None
+        self._baseline_error: str | None = None
         self._seen_states: set = set()
+        if self.baseline.kind == "none":
+            log.info(
+                "no baseline for %s: evaluations report returns, entropy and coverage without "
+                "a fraction of a baseline (evaluator.baseline sets one)",
+                env.id,
+            )
 
-    def oracle_return(self) -> float | None:
-        """The known-optimal baseline on the evaluation episodes, computed once."""
-        if not self._oracle_done:
-            self._oracle_return = oracle_baseline(self.env, self.seeds)
-            self._oracle_done = True
-        return self._oracle_return
+    def baseline_return(self) -> float | None:
+        """The baseline's mean return on the evaluation episodes, computed once it
+        succeeds; a baseline that raises is retried at the next evaluation and its
+        error reported in the row (``baseline_error``)."""
+        if self._baseline_return is None and self.baseline.kind != "none":
+            try:
+                self._baseline_return = self.baseline.mean_return(self.env, self.seeds)
+                self._baseline_error = None
+            except Exception as error:  # a user's baseline policy may raise anything
+                self._baseline_error = f"{type(error).__name__}: {error}"
+                log.warning("baseline %s failed: %s", self.baseline.name, self._baseline_error)
+        return self._baseline_return
 
     def evaluate(self, name: str | None = None) -> dict[str, Any]:
         """Evaluate one checkpoint (default: latest), record it, promote ``best``."""
@@ -81,14 +97,16 @@ class Evaluator:
         model = policy_from_checkpoint(checkpoint)  # normalizer frozen: eval never updates it
         started = time.monotonic()
         episodes = run_episodes(self.env, self.seeds, policy_actor(model, greedy=True))
-        milestones = getattr(_probe(self.env), "milestones", {})
+        baseline_return = self.baseline_return()
         row = {
             "checkpoint": checkpoint.name,
             "env_steps": checkpoint.manifest["env_steps"],
             "policy_version": checkpoint.manifest["policy_version"],
             "env_version": checkpoint.manifest["env_version"],
             "seeds": [self.seeds[0], self.seeds[-1]],
-            **summarize(episodes, model, self.oracle_return(), milestones, self._seen_states),
+            "baseline": self.baseline.name,
+            "baseline_error": self._baseline_error,
+            **summarize(episodes, model, baseline_return, self.declared, self._seen_states),
             "train_return": checkpoint.manifest.get("train_return"),
         }
         self._seen_states |= {(e.seed, k) for e in episodes for k in e.visits}
@@ -151,10 +169,11 @@ class Evaluator:
             )
 
 
-def _probe(env: EnvConfig):
+def _probe(env: EnvConfig) -> Declarations:
     from actors.envs import make_env
 
     probe = make_env(env)
-    base = probe.unwrapped
-    probe.close()
-    return base
+    try:
+        return declarations(probe)
+    finally:
+        probe.close()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from evaluator.episodes import Episode
+from sims.declarations import Declarations
 
 
 def action_entropy(model, episodes: Sequence[Episode]) -> float:
@@ -45,9 +46,9 @@ def visitation_entropy(episodes: Sequence[Episode]) -> float:
 
 
 def visitation_grid(episodes: Sequence[Episode]) -> list[list[int]] | None:
-    """Visits per grid cell, for envs whose state keys start with (row, col)."""
+    """Visits per grid cell, for envs whose declared state keys start with (row, col)."""
     keys = [key for e in episodes for key in e.visits]
-    if not keys or not all(isinstance(k, tuple) and len(k) >= 2 for k in keys):
+    if not keys:
         return None
     rows = max(int(k[0]) for k in keys) + 1
     cols = max(int(k[1]) for k in keys) + 1
@@ -76,8 +77,8 @@ def stall_rate(episodes: Sequence[Episode], milestones: Mapping[str, str]) -> fl
 def summarize(
     episodes: Sequence[Episode],
     model,
-    oracle_return: float | None,
-    milestones: Mapping[str, str],
+    baseline_return: float | None,
+    declared: Declarations,
     seen_so_far: set | None = None,
 ) -> dict[str, Any]:
     returns = np.array([e.total_return for e in episodes])
@@ -90,19 +91,35 @@ def summarize(
         "eval_return_std": float(returns.std()),
         "eval_return_min": float(returns.min()),
         "eval_return_max": float(returns.max()),
-        "oracle_return": oracle_return,
-        "fraction_of_oracle": mean / oracle_return if oracle_return else None,
+        "baseline_return": baseline_return,
+        "fraction_of_baseline": fraction_of_baseline(mean, baseline_return),
         "success_rate": float(np.mean(successes)) if successes else None,
         "episode_length": float(np.mean([e.length for e in episodes])),
         "action_entropy": action_entropy(model, episodes),
         "state_coverage": coverage(episodes, seen_so_far),
+        "visited_states": len({(e.seed, key) for e in episodes for key in e.visits}),
         "visitation_entropy": visitation_entropy(episodes),
-        "visitation_grid": visitation_grid(episodes),
+        "visitation_grid": visitation_grid(episodes) if declared.grid else None,
         "reward_components": {
             n: float(np.mean([e.components.get(n, 0.0) for e in episodes])) for n in names
         },
-        "milestone_without_success_rate": stall_rate(episodes, milestones),
+        "milestone_without_success_rate": stall_rate(episodes, declared.milestones),
     }
+
+
+def fraction_of_baseline(value: float, baseline: float | None) -> float | None:
+    """How much of the baseline a return achieves: ``value / baseline`` for a positive
+    baseline; for a negative one (a cost), ``2 - value / baseline``, 1 minus the excess
+    cost as a share of the baseline's (1.1x the cost: 0.9; twice the cost: 0). Both are
+    1.0 at the baseline and grow with the return. None for a zero or missing baseline.
+
+    >>> fraction_of_baseline(90.0, 100.0), round(fraction_of_baseline(-110.0, -100.0), 6)
+    (0.9, 0.9)
+    """
+    if not baseline:
+        return None
+    ratio = value / baseline
+    return ratio if baseline > 0 else 2.0 - ratio
 
 
 def divergence(eval_return: float, train_return: float | None) -> float | None:

@@ -12,7 +12,7 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from evaluator.evaluator import Evaluator
-from turnwise.config import Config
+from turnwise.config import Config, evaluation_env
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ class EvaluatorActor(Evaluator):
             os.nice(self.config.niceness)
 
     def ready(self) -> bool:
-        """Started, with the oracle's baseline computed (so a first evaluation is quick)."""
-        self.oracle_return()
+        """Started, with the baseline computed (so a first evaluation is quick)."""
+        self.baseline_return()
         return True
 
 
@@ -50,7 +50,7 @@ class RemoteEvaluator:
                 num_cpus=cfg.num_cpus,
                 max_restarts=cfg.max_restarts,
             )
-            .remote(store_uri, cfg.env or config.env, cfg, str(run_dir))
+            .remote(store_uri, evaluation_env(cfg, config.env), cfg, str(run_dir))
         )
         self.pending: ray.ObjectRef | None = None
         self.again = False

@@ -25,13 +25,15 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors.envs import EnvInfo, describe_env
 from actors.rollout import RolloutWorker
 from actors.transition_log import write_atomic
+from evaluator.baselines import resolve_baseline
 from evaluator.remote import RemoteEvaluator
 from learner.ppo import PPOLearner
 from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
 from monitoring.cloudwatch import CloudWatchExporter
+from sims.registry import user_module_path
 from turnwise.checkpoint import load_checkpoint, save_checkpoint
 from turnwise.checkpoint_store import CheckpointStore, open_store
-from turnwise.config import Config
+from turnwise.config import Config, evaluation_env
 from turnwise.metrics import TrainingMetrics
 from turnwise.schema import column_numpy
 from turnwise.spaces import space_to_json
@@ -107,6 +109,35 @@ def checkpoint_store(config: Config, run_dir: Path) -> CheckpointStore:
     return open_store(config.checkpoint.uri or str(run_dir / "checkpoints"))
 
 
+def check_evaluation(config: Config, training: EnvInfo) -> None:
+    """The evaluation env and its baseline can be had (before Ray starts)."""
+    if not config.evaluator.enabled:
+        return
+    env = evaluation_env(config.evaluator, config.env)
+    info = training if env is config.env else describe_env(env)
+    resolve_baseline(config.evaluator.baseline, info.declarations)
+
+
+def user_modules(config: Config) -> list[str]:
+    """Local paths of the user's modules the run names (a plug-in env, a baseline
+    policy) that Ray workers on other nodes would not have: shipped with the job."""
+    names = [config.env.id, config.evaluator.env.id, config.evaluator.baseline]
+    paths = {user_module_path(name) for name in names if ":" in name}
+    return sorted(path for path in paths if path)
+
+
+def ray_init_options(config: Config) -> dict[str, Any]:
+    """``ray.init``'s keyword arguments: ``ray.init`` as given, with the user's modules
+    added to its runtime env's ``py_modules``."""
+    options = dict(config.ray.init)
+    modules = user_modules(config)
+    if modules:
+        runtime_env = dict(options.get("runtime_env") or {})
+        runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *modules]
+        options["runtime_env"] = runtime_env
+    return options
+
+
 @contextmanager
 def ray_session(config: Config) -> Iterator[None]:
     """Join ``ray.address`` (or start a local Ray); leave an already running one alone."""
@@ -115,7 +146,7 @@ def ray_session(config: Config) -> Iterator[None]:
         return
     # "local" starts a fresh Ray even when a `ray start` cluster or RAY_ADDRESS is around:
     # an empty ray.address never joins a cluster by accident.
-    ray.init(address=config.ray.address or "local", **config.ray.init)
+    ray.init(address=config.ray.address or "local", **ray_init_options(config))
     try:
         yield
     finally:
@@ -129,6 +160,7 @@ class Trainer:
         check_config(config)
         self.config, self.run_dir = config, run_dir
         self.env: EnvInfo = describe_env(config.env)
+        check_evaluation(config, self.env)
         self.store = checkpoint_store(config, run_dir)
         self.learner = PPOLearner(
             self.env.observation_space, self.env.action_space, config.learner, config.learner.device

@@ -143,7 +143,7 @@ def plot_returns(run: Run, path: Path) -> None:
             capsize=4,
             label="evaluation return (fixed seeds, greedy)",
         )
-        oracle = _last(run.evaluations, "oracle_return")
+        oracle = _last(run.evaluations, "baseline_return")
         if oracle is not None:
             ax.axhline(oracle, color=ORACLE, ls="--", label=f"oracle {oracle:.2f}")
     ax.set(xlabel="env steps", ylabel="return per episode", title=_title(run, "Returns"))
@@ -290,8 +290,8 @@ def summary(run: Run, plots: Sequence[str], latency: Latency | None) -> str:
         ("env steps", f"{steps:,}"),
         ("training return (last 200 episodes)", _fmt(train.get("train_return"))),
         ("evaluation return", _eval_return(last)),
-        ("oracle return", _fmt(last.get("oracle_return"))),
-        ("fraction of oracle", _fmt(last.get("fraction_of_oracle"), "{:.1%}")),
+        ("oracle return", _fmt(last.get("baseline_return"))),
+        ("fraction of oracle", _fmt(last.get("fraction_of_baseline"), "{:.1%}")),
         ("success rate", _fmt(last.get("success_rate"), "{:.1%}")),
         ("eval / train return ratio", _ratio(last)),
         ("episode length (train / eval)", _pair(train, last, "episode_length", "{:.1f}")),

@@ -1,5 +1,8 @@
 """``python -m sims.server --env Warehouse-v0 --port N``: serve any Gymnasium env over TCP.
 
+``--env`` takes any id turnwise does, a user's own ``package.module:EnvId`` included.
+The wire protocol is in docs/simulator-protocol.md.
+
 Each connection gets its own env instance (so one server process can feed all of
 a rollout actor's envs). Binds 127.0.0.1 unless ``--host`` says otherwise. With
 ``--port 0`` it picks a free port; the first line on stdout is always
@@ -18,29 +21,24 @@ from typing import Any
 
 import gymnasium
 
-import sims  # noqa: F401  (registers turnwise's simulators)
+from sims.declarations import Declarations, declarations
 from sims.protocol import PROTOCOL_VERSION, ProtocolError, receive, send
-from sims.versioning import config_digest
+from sims.registry import env_spec
+from sims.versioning import env_version
 from turnwise.spaces import space_to_json
 
 log = logging.getLogger("sims.server")
 
 
-def env_spec(env: gymnasium.Env, env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def session_spec(env: gymnasium.Env, env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """What a client needs to stand in for the env: spaces, version, declarations."""
-    base = env.unwrapped
-    version = getattr(base, "version", None) or (
-        f"{env_id}+gymnasium-{gymnasium.__version__}.{config_digest(kwargs)[:8]}"
-    )
+    version, _ = env_version(env_id, kwargs, env)
     return {
+        **declarations(env).to_json(),
         "env_id": env_id,
         "env_version": version,
         "observation_space": space_to_json(env.observation_space),
         "action_space": space_to_json(env.action_space),
-        "reward_components": list(getattr(base, "reward_components", ())),
-        "state_variables": dict(getattr(base, "state_variables", {})),
-        "reset_options": sorted(getattr(base, "reset_options", ())),
-        "milestones": dict(getattr(base, "milestones", {})),
     }
 
 
@@ -78,12 +76,13 @@ class Session(socketserver.BaseRequestHandler):
             {
                 "ok": True,
                 "protocol": PROTOCOL_VERSION,
-                "spec": env_spec(env, server.env_id, server.env_kwargs),
+                "spec": session_spec(env, server.env_id, server.env_kwargs),
             },
         )
         return True
 
     def _serve(self, sock: socket.socket, env: gymnasium.Env) -> None:
+        declared = declarations(env)
         while True:
             request = receive(sock)
             op = request.get("op")
@@ -91,15 +90,21 @@ class Session(socketserver.BaseRequestHandler):
                 send(sock, {"ok": True})
                 return
             try:
-                send(sock, {"ok": True, **self._dispatch(env, op, request)})
+                send(sock, {"ok": True, **self._dispatch(env, declared, op, request)})
             except (ValueError, TypeError, KeyError, RuntimeError, AssertionError) as error:
                 send(sock, {"ok": False, "error": f"{op}: {error}"})
 
     @staticmethod
-    def _dispatch(env: gymnasium.Env, op: Any, request: dict[str, Any]) -> dict[str, Any]:
+    def _dispatch(
+        env: gymnasium.Env, declared: Declarations, op: Any, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        base = env.unwrapped
         if op == "reset":
             obs, info = env.reset(seed=request.get("seed"), options=request.get("options"))
-            return {"obs": obs, "info": info}
+            reply = {"obs": obs, "info": info, **_state_key(base, declared)}
+            if declared.reachable_states:
+                reply["reachable_states"] = int(base.reachable_state_count())
+            return reply
         if op == "step":
             action = request["action"]
             if not env.action_space.contains(action):
@@ -111,8 +116,17 @@ class Session(socketserver.BaseRequestHandler):
                 "terminated": bool(terminated),
                 "truncated": bool(truncated),
                 "info": info,
+                **_state_key(base, declared),
             }
-        raise ValueError(f"unknown op {op!r}; expected reset, step or close")
+        if op == "oracle_action":
+            if not declared.oracle:
+                raise ValueError(f"{type(base).__name__} declares no oracle_action()")
+            return {"action": base.oracle_action()}
+        raise ValueError(f"unknown op {op!r}; expected reset, step, oracle_action or close")
+
+
+def _state_key(base: Any, declared: Declarations) -> dict[str, Any]:
+    return {"state_key": base.state_key()} if declared.state_key else {}
 
 
 def _brief(message: dict[str, Any]) -> str:
@@ -124,8 +138,7 @@ class SimulatorServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], host: str, port: int) -> None:
-        if env_id not in gymnasium.registry:
-            raise ValueError(f"{env_id!r} is not a registered Gymnasium env")
+        env_spec(env_id)  # imports a plug-in env's module; EnvIdError names what is wrong
         self.env_id, self.env_kwargs = env_id, env_kwargs
         gymnasium.make(env_id, **env_kwargs).close()  # bad kwargs fail now, not per session
         super().__init__((host, port), Session)
@@ -135,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sims.server", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--env", required=True, help="a registered Gymnasium env id")
+    parser.add_argument(
+        "--env", required=True, help="a Gymnasium env id, or package.module:EnvId for your own"
+    )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address")
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of env keyword arguments")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import inspect
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 def source_digest(package_dir: Path) -> str:
@@ -29,3 +31,26 @@ def simulator_version(name: str, package_dir: Path, config: Mapping[str, Any]) -
     and actions, which is what replay and checkpoint compatibility rely on.
     """
     return f"{name}+{source_digest(package_dir)[:8]}.{config_digest(config)[:8]}"
+
+
+VersionSource = Literal["declared", "package", "source"]
+
+
+def env_version(env_id: str, kwargs: Mapping[str, Any], env: Any) -> tuple[str, VersionSource]:
+    """The version stamped on an env's transitions and checkpoints, and where it came
+    from: the env's own ``version`` ("declared"); else the version of the installed
+    distribution its class comes from, with the kwargs ("package": CartPole-v1 ->
+    ``CartPole-v1+gymnasium-1.2.2.<kwargs8>``); else a digest of the source file of
+    its class ("source": changes with any edit, even a comment)."""
+    declared = getattr(env.unwrapped, "version", None)
+    if isinstance(declared, str) and declared:
+        return declared, "declared"
+    cls = type(env.unwrapped)
+    kw = config_digest(dict(kwargs))[:8]
+    top = cls.__module__.split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    if dists:
+        dist = dists[0]
+        return f"{env_id}+{dist}-{importlib.metadata.version(dist)}.{kw}", "package"
+    source = Path(inspect.getfile(cls)).read_bytes()
+    return f"{env_id}+src-{hashlib.sha256(source).hexdigest()[:8]}.{kw}", "source"

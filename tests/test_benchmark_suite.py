@@ -59,7 +59,7 @@ def test_time_to_solve_curves_are_evaluated_on_the_common_seeds(run):
             assert point["seconds"] >= 0 and point["env_steps"] > 0
             assert 0 < point["env_steps"] <= row["budget"]["env_steps"] + 40_000
             assert math.isfinite(point["eval_return"])
-            assert point["fraction_of_oracle"] is not None  # Warehouse-v0 has an oracle
+            assert point["fraction_of_baseline"] is not None  # Warehouse-v0 has an oracle
         assert row["stopped_by"] in {"solved", "time cap", "step cap"}
         steps = [p["env_steps"] for p in row["curve"]]
         assert steps == sorted(steps)

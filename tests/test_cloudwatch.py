@@ -42,7 +42,7 @@ TRAIN_ROW = {  # the keys of a metrics.jsonl row that the catalog reads
 }
 EVAL_ROW = {  # an evaluations.jsonl row that raised the divergence alert
     "eval_return": 3.0,
-    "fraction_of_oracle": 0.1,
+    "fraction_of_baseline": 0.1,
     "eval_train_ratio": 0.6,
     "action_entropy": 1.2,
     "state_coverage": 0.25,

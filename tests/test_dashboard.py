@@ -72,7 +72,7 @@ def test_dashboard_shows_the_six_health_metrics_throughput_lag_and_oracle():
         "turnwise_env_steps_total",
         "turnwise_policy_lag_versions",
         "turnwise_eval_return",
-        "turnwise_eval_fraction_of_oracle",
+        "turnwise_eval_fraction_of_baseline",
     }
     assert required <= used, required - used
     training_and_eval = {m.name for m in METRICS if m.source != "serving"}
@@ -126,7 +126,7 @@ def test_training_exporter_uses_the_catalog_names_and_row_keys():
     }
     evaluation = {
         "eval_return": 2.0,
-        "fraction_of_oracle": 0.2,
+        "fraction_of_baseline": 0.2,
         "eval_train_ratio": 0.5,
         "action_entropy": 0.9,
         "state_coverage": 0.3,

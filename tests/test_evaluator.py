@@ -8,17 +8,20 @@ import sys
 import threading
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import ray
 import torch
 
-from evaluator.episodes import evaluation_seeds, oracle_for, policy_actor, run_episodes
+from evaluator.baselines import ORACLE
+from evaluator.episodes import evaluation_seeds, policy_actor, run_episodes
 from evaluator.evaluator import Evaluator
 from evaluator.metrics import summarize
 from evaluator.remote import evaluator_actor_name
 from learner.driver import Trainer
 from learner.policy import build_policy
+from sims.declarations import declarations
 from sims.warehouse import WarehouseEnv
 from turnwise.checkpoint import save_checkpoint
 from turnwise.checkpoint_store import open_store
@@ -76,7 +79,7 @@ def test_lockstep_episodes_match_episodes_run_one_at_a_time(who):
     env = WarehouseEnv()
     torch.manual_seed(0)
     policy = build_policy(env.observation_space, env.action_space, [16, 16])
-    act = policy_actor(policy) if who == "policy" else oracle_for(WAREHOUSE)
+    act = policy_actor(policy) if who == "policy" else ORACLE.act()
     seeds = evaluation_seeds(EVAL.seed, 6)
     together = run_episodes(WAREHOUSE, seeds, act)
     alone = [run_episodes(WAREHOUSE, [seed], act)[0] for seed in seeds]
@@ -94,17 +97,17 @@ def test_lockstep_episodes_match_episodes_run_one_at_a_time(who):
 
 def test_the_oracle_scores_one_and_a_random_policy_far_lower():
     seeds = evaluation_seeds(EVAL.seed, 16)
-    oracle = run_episodes(WAREHOUSE, seeds, oracle_for(WAREHOUSE))
+    oracle = run_episodes(WAREHOUSE, seeds, ORACLE.act())
     optimum = float(np.mean([e.total_return for e in oracle]))
-    milestones = WarehouseEnv.milestones
-    scored = summarize(oracle, None, optimum, milestones)
-    assert scored["fraction_of_oracle"] == pytest.approx(1.0)
+    declared = declarations(gymnasium.make("Warehouse-v0"))
+    scored = summarize(oracle, None, optimum, declared)
+    assert scored["fraction_of_baseline"] == pytest.approx(1.0)
     assert scored["success_rate"] == 1.0
     assert scored["milestone_without_success_rate"] == 0.0
     rng = np.random.default_rng(0)
     random = run_episodes(WAREHOUSE, seeds, lambda obs, envs: rng.integers(6, size=len(envs)))
-    scored = summarize(random, None, optimum, milestones)
-    assert scored["fraction_of_oracle"] < 0.2
+    scored = summarize(random, None, optimum, declared)
+    assert scored["fraction_of_baseline"] < 0.2
     assert 0 < scored["state_coverage"] <= 1
 
 
@@ -114,7 +117,7 @@ def test_every_documented_metric_is_reported(tmp_path):
     for key in (
         "eval_return",
         "eval_return_std",
-        "fraction_of_oracle",
+        "fraction_of_baseline",
         "success_rate",
         "episode_length",
         "action_entropy",
@@ -125,7 +128,7 @@ def test_every_documented_metric_is_reported(tmp_path):
         "milestone_without_success_rate",
         "eval_train_ratio",
         "divergence_alert",
-        "oracle_return",
+        "baseline_return",
     ):
         assert row[key] is not None, key
     assert set(row["reward_components"]) == {"step", "progress", "pick", "deliver", "penalty"}
@@ -161,7 +164,7 @@ def test_evaluate_once_cli_prints_every_metric_and_fails_cleanly_without_checkpo
     )
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result["episodes"] == 4 and "fraction_of_oracle" in result
+    assert result["episodes"] == 4 and "fraction_of_baseline" in result
     empty = tmp_path / "empty"
     empty.mkdir()
     run = subprocess.run(

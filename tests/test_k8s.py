@@ -704,7 +704,7 @@ def image_root(tmp_path: Path, dockerfile: Path) -> Path:
 
 
 def test_the_simulator_image_serves_with_only_its_own_packages(tmp_path):
-    from actors.remote_env import RemoteEnv
+    from sims.client import RemoteEnv
 
     dockerfile = DOCKER / "Dockerfile.simulator"
     steps = instructions(dockerfile)

@@ -74,7 +74,7 @@ def test_report_writes_plots_and_a_summary(run_dir, tmp_path):
     assert len(evaluations) >= 2
     text = (out / "report.md").read_text()
     assert f"{evaluations[-1]['eval_return']:.3f}" in text
-    assert f"{evaluations[-1]['oracle_return']:.3f}" in text
+    assert f"{evaluations[-1]['baseline_return']:.3f}" in text
     assert "not served" in text  # no serving metrics given
     for name in PLOTS:
         assert f"]({name})" in text

@@ -21,11 +21,11 @@ import ray
 import torch
 
 import actors.envs
-from actors.remote_env import RemoteEnv, SimulatorError
 from actors.replay import verify_episode
 from actors.rollout import RolloutWorker
 from actors.transition_log import transitions
 from learner.driver import Trainer, train
+from sims.client import RemoteEnv, SimulatorError
 from sims.protocol import PROTOCOL_VERSION, receive, send
 from turnwise.config import (
     ActorsConfig,

@@ -27,7 +27,7 @@ class SimulatorConfig:
 
 @dataclass
 class EnvConfig:
-    id: str = "Warehouse-v0"  # any registered Gymnasium env id
+    id: str = "Warehouse-v0"  # a Gymnasium env id, or package.module:EnvId for your own
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's constructor
     vectorization: str = "auto"  # auto: the env's batched vector_entry_point if it has one; sync
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)  # where the env runs
@@ -91,7 +91,10 @@ class EvaluatorConfig:
     episodes: int = 32  # fixed evaluation episodes
     seed: int = 1_000_000  # first evaluation seed (disjoint from training seeds)
     divergence_threshold: float = 0.8  # alert when eval return / train return falls below
-    env: EnvConfig | None = None  # the fixed evaluation env; None: the training env
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(id=""))  # the fixed
+    # evaluation env, a full env config; an empty env.id: the training env as configured
+    baseline: str = "auto"  # auto: the env's oracle if it declares one; oracle; none; a
+    # reference return (a number); or package.module:function, a baseline policy
     num_cpus: float = 0.25  # CPUs Ray reserves for the evaluator actor
     max_restarts: int = -1  # Ray restarts a crashed evaluator this often (-1: always)
     niceness: int = 10  # OS priority offset of the evaluator's process: it yields the CPU
@@ -157,6 +160,12 @@ def env_config_from_dict(data: dict[str, Any]) -> EnvConfig:
     return EnvConfig(**data, simulator=simulator)
 
 
+def evaluation_env(evaluator: EvaluatorConfig, training: EnvConfig) -> EnvConfig:
+    """The evaluator's fixed env: ``evaluator.env`` where it names one, else the
+    training env (its kwargs and simulator included)."""
+    return evaluator.env if evaluator.env.id else training
+
+
 GROUPS: dict[str, type] = {
     "env": EnvConfig,
     "actors": ActorsConfig,
@@ -168,10 +177,24 @@ GROUPS: dict[str, type] = {
 }
 
 
+# Mappings passed through to a library or an env: open, so that a whole mapping can be
+# given on the command line (``env.kwargs={max_steps: 50}``), not only key by key.
+FREE_FORM = ("env.kwargs", "evaluator.env.kwargs", "ray.init", "monitoring.cloudwatch.dimensions")
+
+
+def _schema_node() -> Any:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(Config)
+    for path in FREE_FORM:
+        OmegaConf.set_struct(OmegaConf.select(node, path), False)
+    return node
+
+
 def register_configs() -> None:
     """Register the schema ("turnwise") and one schema per group ("<group>_schema")."""
     store = ConfigStore.instance()
-    store.store(name="turnwise", node=Config)
+    store.store(name="turnwise", node=_schema_node())
     for group, node in GROUPS.items():
         store.store(group=group, name=f"{group}_schema", node=node)
 

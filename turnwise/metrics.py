@@ -41,9 +41,9 @@ TRAINING_GAUGES = {
 }
 EVALUATION_GAUGES = {
     "turnwise_eval_return": ("Mean return on the fixed evaluation episodes", "eval_return"),
-    "turnwise_eval_fraction_of_oracle": (
+    "turnwise_eval_fraction_of_baseline": (
         "Evaluation return over the oracle's",
-        "fraction_of_oracle",
+        "fraction_of_baseline",
     ),
     "turnwise_eval_train_return_ratio": (
         "Evaluation return over training return",

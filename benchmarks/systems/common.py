@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.episodes import Act, evaluation_seeds, mean_return, oracle_baseline, run_episodes
+from evaluator.baselines import ORACLE
+from evaluator.episodes import Act, evaluation_seeds, mean_return, run_episodes
 from turnwise.config import EnvConfig
 
 EVAL_SEED = 1_000_000  # the evaluator's default first seed: held out from training
@@ -29,7 +30,7 @@ class Task:
     env_id: str
     kwargs: dict[str, Any]
     eval_episodes: int
-    solved_fraction_of_oracle: float | None = None  # envs with an oracle
+    solved_fraction_of_baseline: float | None = None  # envs with an oracle
     solved_return: float | None = None  # envs without one
 
     @property
@@ -45,14 +46,14 @@ class Task:
         return gymnasium.make(self.env_id, **self.kwargs)
 
     def is_solved(self, row: dict[str, Any]) -> bool:
-        if self.solved_fraction_of_oracle is not None:
-            return (row.get("fraction_of_oracle") or 0.0) >= self.solved_fraction_of_oracle
+        if self.solved_fraction_of_baseline is not None:
+            return (row.get("fraction_of_baseline") or 0.0) >= self.solved_fraction_of_baseline
         return row["eval_return"] >= self.solved_return
 
 
 TASKS = {
     "warehouse": Task(
-        "warehouse", "Warehouse-v0", {"size": "small"}, 32, solved_fraction_of_oracle=0.9
+        "warehouse", "Warehouse-v0", {"size": "small"}, 32, solved_fraction_of_baseline=0.9
     ),
     "cartpole": Task("cartpole", "CartPole-v1", {}, 10, solved_return=450.0),
 }
@@ -104,23 +105,23 @@ class TrainingClock:
 _ORACLE_RETURNS: dict[str, float | None] = {}
 
 
-def oracle_return(task: Task) -> float | None:
+def baseline_return(task: Task) -> float | None:
     """The oracle's mean return on the task's evaluation episodes (cached)."""
     if task.name not in _ORACLE_RETURNS:
         seeds = evaluation_seeds(EVAL_SEED, task.eval_episodes)
-        _ORACLE_RETURNS[task.name] = oracle_baseline(task.env_config, seeds)
+        _ORACLE_RETURNS[task.name] = ORACLE.mean_return(task.env_config, seeds)
     return _ORACLE_RETURNS[task.name]
 
 
 def evaluate(task: Task, act: Act) -> dict[str, Any]:
-    """Greedy episodes on the held-out seeds: ``eval_return`` and ``fraction_of_oracle``."""
+    """Greedy episodes on the held-out seeds: ``eval_return`` and ``fraction_of_baseline``."""
     seeds = evaluation_seeds(EVAL_SEED, task.eval_episodes)
     episodes = run_episodes(task.env_config, seeds, act)
     value = mean_return(episodes)
-    optimum = oracle_return(task)
+    optimum = baseline_return(task)
     return {
         "eval_return": value,
-        "fraction_of_oracle": None if not optimum else value / optimum,
+        "fraction_of_baseline": None if not optimum else value / optimum,
     }
 
 
@@ -190,7 +191,7 @@ class SolveRecorder:
 
     def add(self, point: dict[str, Any]) -> bool:
         """Append an evaluated point (seconds, env_steps, train_return, eval_return,
-        fraction_of_oracle); True once the run should stop: solved or out of budget."""
+        fraction_of_baseline); True once the run should stop: solved or out of budget."""
         self.curve.append(point)
         while self._next_eval <= point["env_steps"]:
             self._next_eval += self.budget.eval_every_env_steps

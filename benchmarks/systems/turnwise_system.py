@@ -105,7 +105,7 @@ def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, A
                 "env_steps": row["env_steps"],
                 "train_return": finite_or_none(row.get("train_return")),
                 "eval_return": row["eval_return"],
-                "fraction_of_oracle": row.get("fraction_of_oracle"),
+                "fraction_of_baseline": row.get("fraction_of_baseline"),
             }
         )
     if not recorder.stopped_by:  # the run's last evaluation fell just short of a cap

@@ -66,6 +66,8 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
     # milestone component -> the success component it should lead to; an episode that
     # collects more milestones than successes stalled between them
     milestones: ClassVar[Mapping[str, str]] = {"pick": "deliver"}
+    # state_key() is (row, col, carrying): coverage is drawn as a visitation grid
+    state_key_fields: ClassVar[tuple[str, ...]] = ("row", "col", "carrying")
 
     def __init__(
         self,
@@ -179,6 +181,12 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
             if tuple(shelf) == tuple(cell):
                 return self._dist_to_shelf[k]
         raise KeyError(f"{cell} is neither the drop-off nor a shelf")
+
+    def oracle_action(self) -> int:
+        """The known-optimal action here (sims/warehouse/oracle.py says why it is)."""
+        from sims.warehouse.oracle import WarehouseOracle  # the oracle imports this module
+
+        return WarehouseOracle().act(self)
 
     def state_key(self) -> tuple[int, int, int]:
         """The robot's cell and what it carries: the unit of state coverage."""

@@ -7,6 +7,10 @@ episode honestly: that step returns the last good observation with
 ``truncated=True`` and ``info["simulator_failure"] = True``, and the next
 ``reset()`` starts a fresh episode. Malformed replies count as failures too; a
 request the simulator rejects (``ok: false``) raises :class:`SimulatorError`.
+
+What the simulator declares (``sims.declarations``) arrives in the handshake, so a
+:class:`RemoteEnv` answers ``oracle_action()``, ``state_key()`` and
+``reachable_state_count()`` exactly where the env behind it does.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -25,7 +30,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sims.declarations import Declarations
 from sims.protocol import PROTOCOL_VERSION, ProtocolError, receive, send
+from sims.registry import split_env_id
 from turnwise.spaces import space_from_json
 
 log = logging.getLogger(__name__)
@@ -75,7 +82,10 @@ class SimulatorLauncher:
             "--env-kwargs",
             json.dumps(self.env_kwargs),
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        # the server imports what this process imports (a plug-in env's module included)
+        path = os.pathsep.join(entry for entry in sys.path if entry)
+        environment = {**os.environ, "PYTHONPATH": path}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
         line = self.process.stdout.readline().strip()
         if not line.startswith("listening on "):
             raise SimulatorError(f"simulator server did not start: {line or 'no output'}")
@@ -107,6 +117,8 @@ class RemoteEnv(gym.Env):
         self.version: str | None = None
         self._sock: socket.socket | None = None
         self._last_obs: np.ndarray | None = None
+        self._state_key: Any = None
+        self._reachable: int | None = None
         self._connect()
 
     # -- connection -------------------------------------------------------------------
@@ -128,7 +140,7 @@ class RemoteEnv(gym.Env):
     def _handshake(self) -> None:
         reply = self._call({"op": "hello", "protocol": PROTOCOL_VERSION})
         spec = reply["spec"]
-        if spec["env_id"] != self.env_id:
+        if split_env_id(spec["env_id"])[1] != split_env_id(self.env_id)[1]:
             raise SimulatorError(f"simulator serves {spec['env_id']}, expected {self.env_id}")
         if self.version is not None and spec["env_version"] != self.version:
             raise SimulatorError(
@@ -137,10 +149,8 @@ class RemoteEnv(gym.Env):
         self.version = spec["env_version"]
         self.observation_space = space_from_json(spec["observation_space"])
         self.action_space = space_from_json(spec["action_space"])
-        self.reward_components = tuple(spec["reward_components"])
-        self.state_variables = spec["state_variables"]
-        self.reset_options = frozenset(spec["reset_options"])
-        self.milestones = spec["milestones"]
+        self.declarations = Declarations.from_json({**spec, "version": self.version})
+        self.reward_components = self.declarations.reward_components
 
     def _call(self, message: dict[str, Any]) -> dict[str, Any]:
         if self._sock is None:
@@ -172,6 +182,8 @@ class RemoteEnv(gym.Env):
             self._recover(error)
             reply = self._call(message)
         self._last_obs = reply["obs"]
+        self._state_key = _hashable(reply.get("state_key"))
+        self._reachable = reply.get("reachable_states")
         return reply["obs"], reply["info"]
 
     def step(self, action):
@@ -183,8 +195,27 @@ class RemoteEnv(gym.Env):
             info = {"simulator_failure": True, "reward_components": parts}
             return self._last_obs, 0.0, False, True, info
         self._last_obs = reply["obs"]
+        self._state_key = _hashable(reply.get("state_key"))
         info = reply["info"]
         return reply["obs"], reply["reward"], reply["terminated"], reply["truncated"], info
+
+    # -- what the simulator declares (sims.declarations) --------------------------------
+    def oracle_action(self) -> Any:
+        """The simulator's known-optimal action in the current state (one round trip)."""
+        self._require("oracle", "an oracle")
+        return self._call({"op": "oracle_action"})["action"]
+
+    def state_key(self) -> Any:
+        self._require("state_key", "a state key")
+        return self._state_key
+
+    def reachable_state_count(self) -> int:
+        self._require("reachable_states", "a reachable-state count")
+        return int(self._reachable)
+
+    def _require(self, declaration: str, what: str) -> None:
+        if not getattr(self.declarations, declaration):
+            raise SimulatorError(f"simulator {self.env_id} declares no {what}")
 
     def close(self) -> None:
         if self._sock is not None:
@@ -193,3 +224,8 @@ class RemoteEnv(gym.Env):
             except (*FAILURES, SimulatorError):
                 pass
             self._drop()
+
+
+def _hashable(value: Any) -> Any:
+    """A state key as it was before msgpack turned its tuples into lists."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
