@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -16,11 +17,15 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from learner.driver import train  # imported late: a config error never pays for Ray
+    from learner.driver import Trainer, run_trainer  # late: a config error never pays for Ray
 
     logging.getLogger("learner").setLevel(logging.INFO)
-    config = to_config(cfg)
-    result = train(config, Path(HydraConfig.get().runtime.output_dir))
+    try:  # everything checked before Ray starts: a clear message, no traceback
+        trainer = Trainer(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    result = run_trainer(trainer)
     print(
         f"done: {result.counters.env_steps:,} env steps, train return "
         f"{result.train_return:.2f}, checkpoint {result.checkpoint}"

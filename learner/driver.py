@@ -409,8 +409,13 @@ def rollout_actor_name(run_dir: Path, index: int) -> str:
 
 def train(config: Config, run_dir: str | Path) -> TrainResult:
     """Run training; SIGTERM or SIGINT (a spot interruption, Ctrl-C) ends it gracefully
-    with a final checkpoint."""
-    trainer = Trainer(config, Path(run_dir))
+    with a final checkpoint. Bad config values, env ids, kwargs and baselines raise
+    ValueError here, before Ray starts."""
+    return run_trainer(Trainer(config, Path(run_dir)))
+
+
+def run_trainer(trainer: Trainer) -> TrainResult:
+    """The run of a checked :class:`Trainer`, ended gracefully by SIGTERM or SIGINT."""
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: trainer.stop())

@@ -6,7 +6,8 @@ An env (its ``unwrapped`` instance) may declare, as attributes or methods:
 ``version``                 a string that changes when the dynamics change
 ``reward_components``       names of the parts in ``info["reward_components"]`` (they sum
                             to the reward)
-``state_variables``         name -> ``"reset"`` or ``"persistent"`` (carries over episodes)
+``state_variables``         name -> ``"episode"`` (resets with each episode) or
+                            ``"persistent"`` (carries over between episodes)
 ``reset_options``           the ``reset(options=...)`` keys it takes and reports in info
 ``milestones``              milestone component -> the success component it leads to
 ``oracle_action()``         the known-optimal action in the current state (the evaluator's
@@ -27,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-StateScope = Literal["reset", "persistent"]
+StateScope = Literal["episode", "persistent"]
+STATE_SCOPES: frozenset[str] = frozenset(get_args(StateScope))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from conftest import make_checkpoint
 
 from evaluator.baselines import ORACLE
 from evaluator.episodes import evaluation_seeds, policy_actor, run_episodes
@@ -23,10 +24,8 @@ from learner.driver import Trainer
 from learner.policy import build_policy
 from sims.declarations import declarations
 from sims.warehouse import WarehouseEnv
-from turnwise.checkpoint import save_checkpoint
 from turnwise.checkpoint_store import open_store
 from turnwise.config import EnvConfig, EvaluatorConfig, compose_config
-from turnwise.spaces import space_to_json
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -44,24 +43,6 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def make_checkpoint(store_dir: Path, env_steps: int = 1000, train_return: float = 1.0) -> str:
-    env = WarehouseEnv()
-    model = build_policy(env.observation_space, env.action_space, [16, 16])
-    config = compose_config(["+exp=warehouse", "learner.hidden_sizes=[16,16]"])
-    manifest = {
-        "evaluate": True,
-        "env_id": "Warehouse-v0",
-        "env_version": env.version,
-        "observation_space": space_to_json(env.observation_space),
-        "action_space": space_to_json(env.action_space),
-        "env_steps": env_steps,
-        "policy_version": env_steps // 100,
-        "train_return": train_return,
-        "config": __import__("dataclasses").asdict(config),
-    }
-    return save_checkpoint(open_store(str(store_dir)), model.state_dict(), {}, manifest)
 
 
 def test_the_same_checkpoint_evaluated_twice_gives_identical_results(tmp_path):

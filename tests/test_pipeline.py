@@ -7,10 +7,8 @@ import os
 import threading
 from pathlib import Path
 
-import boto3
 import pytest
 import ray
-from moto.server import ThreadedMotoServer
 
 from actors.transition_log import transitions
 from evaluator.baselines import ORACLE
@@ -60,25 +58,6 @@ def test_a_wall_clock_budget_ends_the_run_with_a_final_checkpoint(tmp_path):
     assert read_metrics(tmp_path / "metrics.jsonl")[-1]["time_s"] < 3 + 30  # one batch late at most
     checkpoint = load_checkpoint(open_store(str(tmp_path / "checkpoints")))
     assert checkpoint.manifest["env_steps"] == result.counters.env_steps
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        boto3.client("s3").create_bucket(Bucket="turnwise")
-        yield env
-    server.stop()
 
 
 def test_checkpoints_go_to_s3_and_resume_from_there(tmp_path, s3_endpoint):

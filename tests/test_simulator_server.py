@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pytest
 import ray
 import torch
+from conftest import start_simulator
 
 import actors.envs
 from actors.replay import verify_episode
@@ -53,31 +54,9 @@ COMPARED = [
 ]
 
 
-def start_server(env_id: str = "Warehouse-v0", port: int = 0, kwargs: str = '{"size": "small"}'):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sims.server",
-            "--env",
-            env_id,
-            "--port",
-            str(port),
-            "--env-kwargs",
-            kwargs,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = process.stdout.readline().strip()
-    assert line.startswith("listening on 127.0.0.1:"), line
-    return process, line.removeprefix("listening on ")
-
-
 @pytest.fixture()
 def server():
-    process, address = start_server()
+    process, address = start_simulator(kwargs='{"size": "small"}')
     yield process, address
     process.kill()
     process.wait()
@@ -170,7 +149,7 @@ def test_malformed_messages_get_clear_errors_and_the_server_survives(server):
 
 
 def test_the_handshake_refuses_another_env():
-    process, address = start_server("CartPole-v1", kwargs="{}")
+    process, address = start_simulator("CartPole-v1", kwargs="{}")
     try:
         with pytest.raises(SimulatorError, match="CartPole-v1"):
             RemoteEnv("Warehouse-v0", lambda: address, connect_retries=1)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sims.declarations import StateScope
 from sims.versioning import simulator_version
 from sims.warehouse import layout, observation
 from sims.warehouse.config import WarehouseConfig, make_config
 from sims.warehouse.layout import DROP, MOVES, PICK, Shift
-
-StateScope = Literal["episode", "persistent"]
 
 # Which state variables reset with an episode and which carry over between
 # episodes. Persistent ones survive reset(); a seed starts a new world, so
