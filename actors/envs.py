@@ -99,13 +99,13 @@ def describe_env(config: EnvConfig) -> EnvInfo:
 
 def make_vector_env(config: EnvConfig, num_envs: int, seed_root: list[int]) -> VectorEnv:
     """The actor's vector env: the env's own batched implementation when it has one."""
-    spec = env_spec(config.id)
     if config.vectorization not in ("auto", "sync"):
         raise ValueError(
             f"env.vectorization must be 'auto' or 'sync', got {config.vectorization!r}"
         )
-    local = config.simulator.mode == "inprocess"
-    if local and config.vectorization == "auto" and spec.vector_entry_point is not None:
+    # a remote simulator's id need not be registered here: it may not even be Python
+    spec = env_spec(config.id) if config.simulator.mode == "inprocess" else None
+    if spec is not None and config.vectorization == "auto" and spec.vector_entry_point:
         batched = gymnasium.make_vec(
             spec, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
         ).unwrapped

@@ -76,7 +76,7 @@ class RemoteEvaluator:
         except (RayActorError, RayTaskError) as error:
             self.failures += 1
             self.again = True
-            log.warning("evaluator failed (%s); Ray restarts it", type(error).__name__)
+            log.warning("evaluator failed (%s); Ray restarts it", _last_line(error))
         if self.again:
             self.again = False
             self.request()
@@ -91,3 +91,9 @@ class RemoteEvaluator:
             if self.pending is None:
                 break
         return rows
+
+
+def _last_line(error: Exception) -> str:
+    """A remote error's own message (the last line of Ray's traceback text)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__

@@ -121,7 +121,10 @@ def check_evaluation(config: Config, training: EnvInfo) -> None:
 def user_modules(config: Config) -> list[str]:
     """Local paths of the user's modules the run names (a plug-in env, a baseline
     policy) that Ray workers on other nodes would not have: shipped with the job."""
-    names = [config.env.id, config.evaluator.env.id, config.evaluator.baseline]
+    envs = [config.env, evaluation_env(config.evaluator, config.env)]
+    # a connect-mode env runs in its server: its module (if any) is the server's business
+    names = [env.id for env in envs if env.simulator.mode != "connect"]
+    names.append(config.evaluator.baseline)
     paths = {user_module_path(name) for name in names if ":" in name}
     return sorted(path for path in paths if path)
 

@@ -67,7 +67,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("turnwise_eval_return", "gauge", "None", _E,
            "Mean return on the fixed evaluation episodes", row_key="eval_return"),
     Metric("turnwise_eval_fraction_of_baseline", "gauge", "None", _E,
-           "Evaluation return over the oracle's", row_key="fraction_of_baseline"),
+           "Evaluation return as a fraction of the baseline's", row_key="fraction_of_baseline"),
     Metric("turnwise_eval_train_return_ratio", "gauge", "None", _E,
            "Evaluation return over training return", row_key="eval_train_ratio",
            health="eval-vs-train divergence"),

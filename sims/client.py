@@ -135,6 +135,9 @@ class RemoteEnv(gym.Env):
                 error = caught
                 self._drop()
                 time.sleep(min(0.1 * 2**attempt, 2.0))
+            except SimulatorError:  # refused (another env or version): no retry
+                self._drop()
+                raise
         raise SimulatorError(f"cannot reach simulator {self.env_id}: {error}") from error
 
     def _handshake(self) -> None:
@@ -202,15 +205,15 @@ class RemoteEnv(gym.Env):
     # -- what the simulator declares (sims.declarations) --------------------------------
     def oracle_action(self) -> Any:
         """The simulator's known-optimal action in the current state (one round trip)."""
-        self._require("oracle", "an oracle")
+        self._require("oracle", "oracle_action()")
         return self._call({"op": "oracle_action"})["action"]
 
     def state_key(self) -> Any:
-        self._require("state_key", "a state key")
+        self._require("state_key", "state_key()")
         return self._state_key
 
     def reachable_state_count(self) -> int:
-        self._require("reachable_states", "a reachable-state count")
+        self._require("reachable_states", "reachable_state_count()")
         return int(self._reachable)
 
     def _require(self, declaration: str, what: str) -> None:

@@ -4,11 +4,12 @@ Each message is a 4-byte big-endian length and a msgpack map. NumPy arrays trave
 as ``{"__nd__": [dtype, shape, bytes]}``. A session opens with a handshake::
 
     client: {"op": "hello", "protocol": 1}
-    server: {"ok": true, "protocol": 1, "env_id": ..., "env_version": ..., "spec": {...}}
+    server: {"ok": true, "protocol": 1, "spec": {"env_id": ..., "env_version": ..., ...}}
 
-then ``reset`` (seed, options), ``step`` (action), ``close``. Every reply has
-``ok``; a failed request answers ``{"ok": false, "error": "..."}`` and the
-session stays usable, except for framing errors, which close it.
+then ``reset`` (seed, options), ``step`` (action), ``oracle_action``, ``close``. Every
+reply has ``ok``; a failed request answers ``{"ok": false, "error": "..."}`` and the
+session stays usable, except for framing errors, which close it. The whole protocol,
+for a server in another language: docs/simulator-protocol.md.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def _default(value: Any) -> Any:
 
 def _hook(value: dict) -> Any:
     if "__nd__" in value and len(value) == 1:
-        dtype, shape, data = value["__nd__"]
-        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
+        try:
+            dtype, shape, data = value["__nd__"]
+            return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
+        except (TypeError, ValueError) as error:
+            raise ProtocolError(f"malformed array {value['__nd__']!r:.80}: {error}") from error
     return value
 
 

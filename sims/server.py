@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium
 
 from sims.declarations import Declarations, declarations
-from sims.protocol import PROTOCOL_VERSION, ProtocolError, receive, send
+from sims.protocol import PROTOCOL_VERSION, ProtocolError, pack, receive, send
 from sims.registry import env_spec
 from sims.versioning import env_version
 from turnwise.spaces import space_to_json
@@ -89,10 +89,11 @@ class Session(socketserver.BaseRequestHandler):
             if op == "close":
                 send(sock, {"ok": True})
                 return
-            try:
-                send(sock, {"ok": True, **self._dispatch(env, declared, op, request)})
-            except (ValueError, TypeError, KeyError, RuntimeError, AssertionError) as error:
-                send(sock, {"ok": False, "error": f"{op}: {error}"})
+            try:  # the env's own errors and an unencodable reply too: the session goes on
+                frame = pack({"ok": True, **self._dispatch(env, declared, op, request)})
+            except Exception as error:
+                frame = pack({"ok": False, "error": f"{op}: {type(error).__name__}: {error}"})
+            sock.sendall(frame)
 
     @staticmethod
     def _dispatch(

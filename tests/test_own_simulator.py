@@ -100,6 +100,7 @@ def learner_command(mode: str) -> list[str]:
     return {"inprocess": commands[0], "launch": commands[0], "connect": commands[1]}[mode]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["inprocess", "launch", "connect"])
 def test_the_recipe_trains_and_evaluates_the_user_env(project, mode):
     command = [w for w in learner_command(mode) if not w.startswith("hydra.run.dir=")]
@@ -140,7 +141,7 @@ def local_ray():
 
 CARTPOLE = [
     "+exp=cartpole",
-    "train.env_steps=12000",
+    "train.env_steps=8000",
     "actors.envs_per_actor=8",
     "actors.fragment_length=64",
     "evaluator.every_env_steps=4000",
@@ -175,6 +176,7 @@ def servers():
         process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["inprocess", "launch", "connect"])
 @pytest.mark.parametrize("env", ["CartPole-v1", "Warehouse-v0"])
 def test_a_stock_env_and_ours_train_with_the_evaluator_on(
@@ -198,6 +200,26 @@ def test_a_stock_env_and_ours_train_with_the_evaluator_on(
         assert all(r["visitation_grid"] for r in rows)
 
 
+@pytest.mark.slow
+def test_connect_needs_only_the_server_not_the_env(tmp_path):
+    """What a simulator written in another language offers: a server. The env id is
+    registered only in the server's process (tests/check_envs.py), not turnwise's."""
+    server, address = start_simulator("check_envs:CheckCorridor-v0", cwd=REPO / "tests")
+    command = [sys.executable, "-m", "learner", "env.id=CheckCorridor-v0"]
+    command += ["env.simulator.mode=connect", f"env.simulator.address={address}"]
+    command += ["actors.num_actors=1", "actors.envs_per_actor=8", "train.env_steps=4000"]
+    command += ["evaluator.every_env_steps=2000", "checkpoint.every_env_steps=2000"]
+    command += ["train.progress=false", f"hydra.run.dir={tmp_path}"]
+    try:
+        run = run_cli(command, REPO)
+    finally:
+        server.kill()
+        server.wait()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = assert_every_scheduled_checkpoint_evaluated(tmp_path, 2000)
+    assert {r["baseline"] for r in rows} == {"none"}  # it declares no oracle
+
+
 # -- the KubeRay RayJob's entrypoint, as written in k8s/ -----------------------------
 RAYJOB_SUBSTITUTIONS = {
     "ray.address": None,  # a local Ray here, not the KubeRay cluster
@@ -205,6 +227,7 @@ RAYJOB_SUBSTITUTIONS = {
 }
 
 
+@pytest.mark.slow
 def test_the_rayjob_entrypoint_runs_against_a_local_simulator(tmp_path, s3_endpoint):
     job = yaml.safe_load((REPO / "k8s" / "rayjob-train.yaml").read_text())
     words = shlex.split(job["spec"]["entrypoint"])

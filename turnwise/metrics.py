@@ -42,7 +42,7 @@ TRAINING_GAUGES = {
 EVALUATION_GAUGES = {
     "turnwise_eval_return": ("Mean return on the fixed evaluation episodes", "eval_return"),
     "turnwise_eval_fraction_of_baseline": (
-        "Evaluation return over the oracle's",
+        "Evaluation return as a fraction of the baseline's",
         "fraction_of_baseline",
     ),
     "turnwise_eval_train_return_ratio": (
