@@ -82,6 +82,13 @@ def _remote_env(config: EnvConfig) -> gymnasium.Env:
     return RemoteEnv(config.id, address, sim.timeout_s, sim.connect_retries)
 
 
+def close_launchers() -> None:
+    """Stop this process's launched simulator servers (the driver's, once it has
+    read the env's spaces: its actors launch their own)."""
+    while _LAUNCHERS:
+        _LAUNCHERS.popitem()[1].close()
+
+
 def describe_env(config: EnvConfig) -> EnvInfo:
     env = make_env(config)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.envs import EnvInfo, describe_env
+from actors.envs import EnvInfo, close_launchers, describe_env
 from actors.rollout import RolloutWorker
 from actors.transition_log import write_atomic
 from evaluator.baselines import resolve_baseline
@@ -164,6 +164,7 @@ class Trainer:
         self.config, self.run_dir = config, run_dir
         self.env: EnvInfo = describe_env(config.env)
         check_evaluation(config, self.env)
+        close_launchers()  # a launch-mode probe server is not needed for the whole run
         self.store = checkpoint_store(config, run_dir)
         self.learner = PPOLearner(
             self.env.observation_space, self.env.action_space, config.learner, config.learner.device

@@ -143,9 +143,10 @@ def plot_returns(run: Run, path: Path) -> None:
             capsize=4,
             label="evaluation return (fixed seeds, greedy)",
         )
-        oracle = _last(run.evaluations, "baseline_return")
-        if oracle is not None:
-            ax.axhline(oracle, color=ORACLE, ls="--", label=f"oracle {oracle:.2f}")
+        baseline = _last(run.evaluations, "baseline_return")
+        if baseline is not None:
+            name = _last(run.evaluations, "baseline") or "baseline"
+            ax.axhline(baseline, color=ORACLE, ls="--", label=f"{name} {baseline:.2f}")
     ax.set(xlabel="env steps", ylabel="return per episode", title=_title(run, "Returns"))
     ax.set_xlim(0, run.max_steps() * 1.03)
     ax.grid(alpha=0.3)
@@ -290,8 +291,8 @@ def summary(run: Run, plots: Sequence[str], latency: Latency | None) -> str:
         ("env steps", f"{steps:,}"),
         ("training return (last 200 episodes)", _fmt(train.get("train_return"))),
         ("evaluation return", _eval_return(last)),
-        ("oracle return", _fmt(last.get("baseline_return"))),
-        ("fraction of oracle", _fmt(last.get("fraction_of_baseline"), "{:.1%}")),
+        (f"baseline return ({last.get('baseline', 'oracle')})", _fmt(last.get("baseline_return"))),
+        ("fraction of the baseline", _fmt(last.get("fraction_of_baseline"), "{:.1%}")),
         ("success rate", _fmt(last.get("success_rate"), "{:.1%}")),
         ("eval / train return ratio", _ratio(last)),
         ("episode length (train / eval)", _pair(train, last, "episode_length", "{:.1f}")),

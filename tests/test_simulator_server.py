@@ -108,9 +108,10 @@ def test_a_dead_simulator_is_replaced_and_the_cut_episode_is_marked(tmp_path):
     config = EnvConfig(
         kwargs={"size": "small"}, simulator=SimulatorConfig(mode="launch", timeout_s=10)
     )
+    actors.envs.close_launchers()  # only this test's launcher from here on
     w = worker(tmp_path, config, envs=2)
     w.sample(None)
-    launcher = next(iter(actors.envs._LAUNCHERS.values()))
+    [launcher] = actors.envs._LAUNCHERS.values()
     launcher.process.kill()
     launcher.process.wait()
     batches = [w.sample(None) for _ in range(2)]
