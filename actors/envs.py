@@ -22,6 +22,7 @@ from sims.declarations import Declarations, declarations
 from sims.registry import env_spec
 from sims.versioning import env_version
 from turnwise.config import EnvConfig
+from turnwise.policy.observations import MASK_KEY, mask_from
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class EnvInfo:
     observation_space: gymnasium.Space
     action_space: gymnasium.Space
     declarations: Declarations
+    action_mask: bool = False  # the env supplies a legal-action mask (info or Dict part)
 
     @property
     def reward_components(self) -> tuple[str, ...]:
@@ -93,12 +95,14 @@ def describe_env(config: EnvConfig) -> EnvInfo:
     env = make_env(config)
     try:
         version, _ = env_version(config.id, config.kwargs, env)
+        obs, info = env.reset(seed=0)  # a mask, if any, comes with every observation
         return EnvInfo(
             env_id=config.id,
             version=version,
             observation_space=env.observation_space,
             action_space=env.action_space,
             declarations=declarations(env),
+            action_mask=mask_from(env.observation_space, obs, info) is not None,
         )
     finally:
         env.close()
@@ -164,18 +168,21 @@ class EpisodeSeededVectorEnv(VectorEnv):
         obs, info = self._inner.reset(seed=seeds)
         if self._self_reporting:
             return obs, info
-        return obs, {"episode_seed": np.array(seeds, dtype=np.int64)}
+        mask = {MASK_KEY: info[MASK_KEY]} if MASK_KEY in info else {}
+        return obs, {"episode_seed": np.array(seeds, dtype=np.int64), **mask}
 
     def step(self, actions):
         obs, rewards, terminated, truncated, info = self._inner.step(actions)
         done = terminated | truncated
         if done.any():
-            info["final_obs"] = np.where(done[:, None], obs, 0.0)
+            info["final_obs"] = where_rows(done, obs, zeros_like_rows(obs))
             info["_final_obs"] = done
             self._episodes += done
             seeds = [None] * self.num_envs if self._self_reporting else self.episode_seeds(done)
             new_obs, reset_info = self._inner.reset(seed=seeds, options={"reset_mask": done})
-            obs = np.where(done[:, None], new_obs, obs)
+            obs = where_rows(done, new_obs, obs)
+            if MASK_KEY in reset_info:  # the mask of each new episode's first observation
+                info[MASK_KEY] = where_rows(done, reset_info[MASK_KEY], info[MASK_KEY])
             if not self._self_reporting:
                 reset_info = {"episode_seed": np.array([s or 0 for s in seeds], np.int64)}
             info["reset_info"] = reset_info
@@ -183,6 +190,25 @@ class EpisodeSeededVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self._inner.close()
+
+
+def where_rows(rows: np.ndarray, new: Any, old: Any) -> Any:
+    """``new`` where ``rows`` (N,) is True, else ``old``, for arrays and Dict/Tuple
+    batches alike."""
+    if isinstance(new, dict):
+        return {k: where_rows(rows, new[k], old[k]) for k in new}
+    if isinstance(new, tuple):
+        return tuple(where_rows(rows, n, o) for n, o in zip(new, old, strict=True))
+    new = np.asarray(new)
+    return np.where(rows.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
+
+def zeros_like_rows(batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return {k: zeros_like_rows(v) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(zeros_like_rows(v) for v in batch)
+    return np.zeros_like(batch)
 
 
 def replay_records(

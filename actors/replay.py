@@ -49,6 +49,8 @@ from sims import WAREHOUSE_ID
 from sims.warehouse import observation
 from sims.warehouse.layout import ACTION_NAMES
 from turnwise.config import EnvConfig, env_config_from_dict
+from turnwise.policy.distributions import ActionHead, make_head
+from turnwise.policy.observations import encode, stack
 
 LIST_LIMIT = 50  # episodes --list shows unless told otherwise
 NO_WRAP = 10_000  # console width when the output is not a terminal
@@ -279,6 +281,7 @@ def _resimulate(
         mismatch = Mismatch(0, "reset_options", rows[0]["reset_options"], f"reset raised {error!r}")
         return VerifyResult(episode_id, 0, mismatch)
     episode_return, ended = 0.0, False
+    head = make_head(env.action_space)
     for row in rows:
         step = row["step"]
         if ended:
@@ -290,7 +293,7 @@ def _resimulate(
         if row.get("simulator_failure"):  # this action never ran: nothing more to re-simulate
             return VerifyResult(episode_id, step, cut_by_simulator_failure=True)
         try:
-            outcome = _step(env, row["action"], episode_return)
+            outcome = _step(env, head, row["action"], episode_return)
         except Exception as error:  # the simulator rejecting a logged action is a finding
             mismatch = Mismatch(step, "action", row["action"], f"env.step raised {error!r}")
             return VerifyResult(episode_id, step, mismatch)
@@ -305,15 +308,19 @@ def _resimulate(
 def _reset(env: gymnasium.Env, first: dict) -> np.ndarray:
     options = None if first["reset_options"] is None else json.loads(first["reset_options"])
     obs, _ = env.reset(seed=first["episode_seed"], options=options)
-    return obs
+    return _flat(env, obs)
 
 
-def _step(env: gymnasium.Env, action: Any, episode_return: float) -> StepOutcome:
-    if isinstance(action, list):
-        action = np.asarray(action, dtype=np.float32).reshape(env.action_space.shape)
-    obs, reward, terminated, truncated, info = env.step(action)
+def _flat(env: gymnasium.Env, obs: Any) -> np.ndarray:
+    """An observation as the log holds it (``turnwise.policy.observations.encode``)."""
+    return encode(env.observation_space, stack(env.observation_space, [obs]))[0]
+
+
+def _step(env: gymnasium.Env, head: ActionHead, action: Any, episode_return: float) -> StepOutcome:
+    """The logged (policy) action sent as the rollout actor sent it (clipped, offset)."""
+    obs, reward, terminated, truncated, info = env.step(head.to_env(np.asarray([action]))[0])
     return StepOutcome(
-        obs=obs,
+        obs=_flat(env, obs),
         reward=float(reward),
         terminated=bool(terminated),
         truncated=bool(truncated),

@@ -17,8 +17,8 @@ import torch
 
 from actors.envs import EnvInfo, describe_env, make_vector_env, replay_records
 from actors.transition_log import TransitionLog, next_incarnation
-from learner.policy import build_policy, load_numpy_weights
 from turnwise.config import ActorsConfig, EnvConfig, PPOConfig
+from turnwise.policy import build_policy, encode, flat_size, load_numpy_weights, mask_from
 from turnwise.schema import build_batch, nullable_fixed_list, transition_schema
 
 
@@ -73,6 +73,7 @@ class RolloutWorker:
             self.info.reward_components,
             self.info.env_id,
             self.info.version,
+            action_mask=self.info.action_mask,
         )
         num_envs = actors.envs_per_actor
         incarnation = next_incarnation(run_dir, actor_id) if run_dir else int(time.time())
@@ -83,6 +84,7 @@ class RolloutWorker:
             self.log = TransitionLog(run_dir, actor_id, record)
         self.envs = make_vector_env(env, num_envs, [run_seed, actor_id, incarnation])
         self.obs, reset_info = self.envs.reset(seed=seeds)
+        self.mask = mask_from(self.info.observation_space, self.obs, reset_info)
         self.episodes = Episodes(f"{actor_id}.{incarnation}", num_envs)
         self.episodes.begin(self.info, reset_info, np.arange(num_envs))
         norm = learner.normalizer
@@ -116,8 +118,11 @@ class RolloutWorker:
 
     def _collect(self) -> dict[str, Any]:
         steps, num_envs = self.fragment_length, self.envs.num_envs
-        obs_size = self.obs.shape[1]
+        space = self.info.observation_space
+        obs_size = flat_size(space)
         rec: dict[str, list] = {k: [] for k in _PER_STEP}
+        if self.info.action_mask:
+            rec["action_mask"] = []
         rec.update({f"reward_{c}": [] for c in self.info.reward_components})
         boot = np.zeros((steps, num_envs, obs_size), dtype=np.float32)
         boot_present = np.zeros((steps, num_envs), dtype=bool)
@@ -125,14 +130,19 @@ class RolloutWorker:
         seeds, options = [], []
         episodes = self.episodes
         for t in range(steps):
-            action, logp, value = self.policy.act(self.obs)
+            flat = encode(space, self.obs)
+            action, logp, value = self.policy.act(flat, self.mask)
+            if self.mask is not None:
+                rec["action_mask"].append(self.mask)
             first = episodes.step == 0
             seeds += [s if f else None for (s, _), f in zip(episodes.start, first, strict=True)]
             options += [o if f else None for (_, o), f in zip(episodes.start, first, strict=True)]
             rec["episode_id"] += episodes.ids()
             rec["step"].append(episodes.step.copy())
-            rec["obs"].append(self.obs)
-            next_obs, reward, terminated, truncated, info = self.envs.step(action)
+            rec["obs"].append(flat)
+            next_obs, reward, terminated, truncated, info = self.envs.step(
+                self.policy.head.to_env(action)
+            )
             components = info.get("reward_components", {})
             for name in self.info.reward_components:  # Gymnasium's "_name" masks are skipped
                 rec[f"reward_{name}"].append(components[name])
@@ -147,14 +157,15 @@ class RolloutWorker:
             done = terminated | truncated
             episodes.returns += reward
             if truncated.any():
-                boot[t, truncated] = info["final_obs"][truncated]
+                boot[t, truncated] = encode(space, info["final_obs"])[truncated]
                 boot_present[t] = truncated
             ep_return[t, done] = episodes.returns[done]
             episodes.end(done)
             if done.any():
                 episodes.begin(self.info, info["reset_info"], np.flatnonzero(done))
             self.obs = next_obs
-        boot[-1, ~done] = self.obs[~done]
+            self.mask = mask_from(space, next_obs, info)
+        boot[-1, ~done] = encode(space, self.obs)[~done]
         boot_present[-1] |= ~done
         rows = steps * num_envs
         columns: dict[str, Any] = {

@@ -39,8 +39,8 @@ def _rate(run: Callable[[], int], seconds: float, repeats: int = 3) -> float:
 
 def ceiling(batch_sizes: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
     """Env-only and forward-only rates (steps/s, rows/s) per batch size."""
-    from learner.policy import build_policy
     from sims.warehouse import WarehouseVectorEnv
+    from turnwise.policy import build_policy
 
     torch.set_num_threads(1)  # as in a rollout actor
     config = compose_config(["+exp=warehouse"])

@@ -42,10 +42,10 @@ class Baseline:
     def act(self) -> Act | None:
         """The baseline as an ``Act`` over lockstep episodes (None: nothing to run)."""
         if self.kind == "oracle":
-            return lambda obs, envs: np.array([env.oracle_action() for env in envs])
+            return lambda obs, envs, masks: np.array([env.oracle_action() for env in envs])
         if self.kind == "policy":
             policy = self.policy
-            return lambda obs, envs: np.array([policy(o) for o in obs])
+            return lambda obs, envs, masks: np.array([policy(o) for o in obs])
         return None
 
     def mean_return(self, env: EnvConfig, seeds: Sequence[int]) -> float | None:

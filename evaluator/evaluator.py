@@ -16,11 +16,11 @@ from typing import Any
 from evaluator.baselines import resolve_baseline
 from evaluator.episodes import evaluation_seeds, policy_actor, run_episodes
 from evaluator.metrics import divergence, summarize
-from learner.policy import policy_from_checkpoint
 from sims.declarations import Declarations, declarations
 from turnwise.checkpoint import load_checkpoint, resolve
 from turnwise.checkpoint_store import CHECKPOINT_MARKER, open_store
 from turnwise.config import EnvConfig, EvaluatorConfig
+from turnwise.policy import policy_from_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,22 @@ from evaluator.episodes import Episode
 from sims.declarations import Declarations
 
 
-def action_entropy(model, episodes: Sequence[Episode]) -> float:
+def action_entropy(model, episodes: Sequence[Episode]) -> float | None:
     """Mean entropy (nats) of the policy's action distribution over visited states;
     without a model (the oracle, say), the entropy of the actions it took."""
     if model is None:
-        counts = np.bincount(np.concatenate([e.actions for e in episodes]).astype(int))
+        actions = [a for e in episodes for a in e.actions]
+        if not all(isinstance(a, int) for a in actions):
+            return None  # the entropy of taken vector actions is not estimated
+        counts = np.bincount(np.asarray(actions, dtype=int))
         p = counts[counts > 0] / counts.sum()
         return float(-(p * np.log(p)).sum())
     observations = np.concatenate([e.observations for e in episodes])
+    masks = None
+    if all(e.masks is not None for e in episodes):
+        masks = torch.as_tensor(np.concatenate([e.masks for e in episodes]))
     with torch.no_grad():
-        dist, _ = model.distribution(torch.as_tensor(observations))
+        dist, _ = model.distribution(torch.as_tensor(observations), masks)
         return float(dist.entropy().mean())
 
 

@@ -11,10 +11,15 @@ import pyarrow as pa
 import torch
 from gymnasium import spaces
 
-from learner.policy import build_policy, numpy_weights
 from learner.returns import gae, vtrace
 from turnwise.config import PPOConfig
+from turnwise.policy import build_policy, numpy_weights
 from turnwise.schema import column_matrix, column_numpy
+
+
+def _rows(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """(T, B, ...) as (T * B, ...)."""
+    return None if tensor is None else tensor.reshape(-1, *tensor.shape[2:])
 
 
 def pick_device(name: str) -> torch.device:
@@ -27,8 +32,9 @@ def pick_device(name: str) -> torch.device:
 class Rollout:
     """A batch as time-major (T, B) tensors on the learner's device."""
 
-    obs: torch.Tensor  # (T, B, D) raw observations
-    actions: torch.Tensor
+    obs: torch.Tensor  # (T, B, D) flat raw observations
+    actions: torch.Tensor  # (T, B) or (T, B, A): the logged (policy) actions
+    mask: torch.Tensor | None  # (T, B, M) legal actions, where the env supplies them
     rewards: torch.Tensor
     ends: torch.Tensor  # terminated | truncated
     terminated: torch.Tensor
@@ -46,8 +52,11 @@ def to_rollout(batch: pa.RecordBatch, device: torch.device) -> Rollout:
         raise ValueError(f"batch of {batch.num_rows} rows is not time-major over {envs} envs")
 
     def tensor(name: str, dtype=None) -> torch.Tensor:
-        array = column_numpy(batch, name)
-        return torch.from_numpy(array).to(device, dtype).reshape(steps, envs)
+        column = batch.schema.field(name).type
+        array = (column_matrix if pa.types.is_fixed_size_list(column) else column_numpy)(
+            batch, name
+        )
+        return torch.from_numpy(array).to(device, dtype).reshape(steps, envs, *array.shape[1:])
 
     with warnings.catch_warnings():  # Arrow's buffers are read-only; torch only reads them
         warnings.simplefilter("ignore", UserWarning)
@@ -58,7 +67,8 @@ def to_rollout(batch: pa.RecordBatch, device: torch.device) -> Rollout:
     terminated = tensor("terminated")
     return Rollout(
         obs=obs.reshape(steps, envs, -1),
-        actions=tensor("action", torch.int64),
+        actions=tensor("action"),
+        mask=tensor("action_mask") if "action_mask" in batch.schema.names else None,
         rewards=tensor("reward", torch.float32),
         ends=terminated | tensor("truncated"),
         terminated=terminated,
@@ -117,8 +127,8 @@ class PPOLearner:
     def _targets(self, data: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.config
         steps, envs, obs_size = data.obs.shape
-        dist, values = self.model.distribution(data.obs.reshape(-1, obs_size))
-        log_rhos = dist.log_prob(data.actions.reshape(-1)) - data.behaviour_logp.reshape(-1)
+        dist, values = self.model.distribution(data.obs.reshape(-1, obs_size), _rows(data.mask))
+        log_rhos = dist.log_prob(_rows(data.actions)) - data.behaviour_logp.reshape(-1)
         log_rhos = log_rhos.reshape(steps, envs)
         values = values.reshape(steps, envs)
         next_values = torch.zeros(steps * envs, device=self.device)
@@ -153,15 +163,20 @@ class PPOLearner:
         self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor
     ) -> dict[str, float]:
         cfg = self.config
-        obs = data.obs.reshape(-1, data.obs.shape[-1])
-        actions, old_logp = data.actions.reshape(-1), data.behaviour_logp.reshape(-1)
+        obs, mask = data.obs.reshape(-1, data.obs.shape[-1]), _rows(data.mask)
+        actions, old_logp = _rows(data.actions), data.behaviour_logp.reshape(-1)
         targets, advantages = targets.reshape(-1), advantages.reshape(-1)
         totals: dict[str, float] = {}
         n = len(obs)
         for _ in range(cfg.epochs):
             for index in torch.randperm(n, device=self.device).split(cfg.minibatch_size):
                 losses = self._losses(
-                    obs[index], actions[index], old_logp[index], targets[index], advantages[index]
+                    obs[index],
+                    None if mask is None else mask[index],
+                    actions[index],
+                    old_logp[index],
+                    targets[index],
+                    advantages[index],
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
@@ -172,9 +187,9 @@ class PPOLearner:
         updates = cfg.epochs * -(-n // cfg.minibatch_size)
         return {key: value / updates for key, value in totals.items()}
 
-    def _losses(self, obs, actions, old_logp, targets, advantages) -> dict[str, torch.Tensor]:
+    def _losses(self, obs, mask, actions, old_logp, targets, advantages) -> dict[str, torch.Tensor]:
         cfg = self.config
-        dist, values = self.model.distribution(obs)
+        dist, values = self.model.distribution(obs, mask)
         logp = dist.log_prob(actions)
         ratio = torch.exp(logp - old_logp)
         adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

@@ -114,8 +114,12 @@ class PolicyServer:
             raise SpaceMismatch(f"{policy.uri} has other observation/action spaces than the served")
         if self._schema is None:
             space = policy.observation_space
+            head = policy.model.head
             self._schema = ActRequestSchema(
-                space, self.args.max_request_rows, self.args.check_bounds
+                space,
+                self.args.max_request_rows,
+                self.args.check_bounds,
+                mask_width=head.size if head.maskable else None,
             )
         previous, self._policy = self._policy, policy  # in-flight batches keep their snapshot
         self._reload_error = None
@@ -165,8 +169,8 @@ class PolicyServer:
         self._require_policy()
         body = await read_json_body(request, self.args.max_body_bytes)
         assert self._schema is not None
-        obs, batched, deterministic, return_probs = self._schema.parse(body)
-        answer, policy = await self._batched(Query(obs, deterministic, return_probs))
+        obs, mask, batched, deterministic, return_probs = self._schema.parse(body)
+        answer, policy = await self._batched(Query(obs, deterministic, return_probs, mask))
         content: dict[str, Any] = {
             "policy_version": policy.policy_version,
             "env_version": policy.env_version,
@@ -175,7 +179,7 @@ class PolicyServer:
         if batched:
             content["actions"] = answer.actions.tolist()
         else:
-            content["action"] = int(answer.actions[0])
+            content["action"] = answer.actions[0].tolist()
         if answer.probs is not None:
             content["probs"] = answer.probs.tolist() if batched else answer.probs[0].tolist()
         return JSONResponse(content)

@@ -1,8 +1,10 @@
 """One model forward for a batch of requests: greedy or sampled actions, probabilities.
 
-Greedy actions are ``argmax`` of the action probabilities, exactly as
-``ActorCritic.act(obs, greedy=True)`` computes them. The normalizer inside the model
-is applied and never updated.
+Greedy actions are the mode of the policy's action distribution, exactly as
+``ActorCritic.act(obs, greedy=True)`` computes them, with the request's action mask
+applied; they are answered in the action space's form (``ActionHead.to_env``: an int
+for ``Discrete``, lists for ``MultiDiscrete``/``MultiBinary``, floats within the bounds
+for ``Box``). The normalizer inside the model is applied and never updated.
 """
 
 from __future__ import annotations
@@ -12,24 +14,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Categorical
 
-from learner.policy import ActorCritic
+from turnwise.policy import ActorCritic
+from turnwise.policy.distributions import CategoricalDist
 
 
 @dataclass(frozen=True)
 class Query:
-    """One request's observations, shape (rows, *obs_shape), and its options."""
+    """One request's flat observations (rows, D), its mask (rows, M) and options."""
 
     obs: np.ndarray
     deterministic: bool = True
     return_probs: bool = False
+    mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Answer:
-    actions: np.ndarray  # (rows,) int64
-    probs: np.ndarray | None  # (rows, n_actions) when asked for
+    actions: np.ndarray  # (rows, ...) as the env takes them
+    probs: np.ndarray | None  # (rows, n_actions) when asked for (categorical actions)
 
 
 def rows(queries: list[Query]) -> int:
@@ -40,26 +43,29 @@ def rows(queries: list[Query]) -> int:
 def act(model: ActorCritic, queries: list[Query]) -> tuple[list[Answer], float]:
     """Answer every query with one forward pass; also return the model time in seconds."""
     obs = queries[0].obs if len(queries) == 1 else np.concatenate([q.obs for q in queries])
+    mask = _masks(queries, model.head.size if model.head.maskable else 0)
     start = time.perf_counter()
     with torch.inference_mode():
-        logits, _ = model(torch.from_numpy(obs.reshape(len(obs), -1)))
-        dist = Categorical(logits=logits, validate_args=False)
-        probs = dist.probs
-        greedy = probs.argmax(-1).numpy()
+        dist, _ = model.distribution(torch.from_numpy(obs.reshape(len(obs), -1)), mask)
+        greedy = model.head.to_env(dist.mode().numpy())
         sampled = None
         if not all(q.deterministic for q in queries):
-            sampled = dist.sample().numpy()
+            sampled = model.head.to_env(dist.sample().numpy())
+        probs = dist.probs().numpy() if isinstance(dist, CategoricalDist) else None
     seconds = time.perf_counter() - start
     answers, offset = [], 0
-    probs_np = probs.numpy()
     for q in queries:
         end = offset + len(q.obs)
         chosen = greedy if q.deterministic or sampled is None else sampled
-        answers.append(
-            Answer(
-                actions=chosen[offset:end].astype(np.int64),
-                probs=probs_np[offset:end] if q.return_probs else None,
-            )
-        )
+        wanted = q.return_probs and probs is not None
+        answers.append(Answer(chosen[offset:end], probs[offset:end] if wanted else None))
         offset = end
     return answers, seconds
+
+
+def _masks(queries: list[Query], width: int) -> torch.Tensor | None:
+    """The batch's masks, all-legal rows for queries that sent none; None if none did."""
+    if not width or all(q.mask is None for q in queries):
+        return None
+    parts = [q.mask if q.mask is not None else np.ones((len(q.obs), width), bool) for q in queries]
+    return torch.from_numpy(np.concatenate(parts))

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import numpy as np
 import torch
 from gymnasium import spaces
 
-from learner.policy import ActorCritic, policy_from_checkpoint
 from turnwise.checkpoint import load_checkpoint, resolve
 from turnwise.checkpoint_store import CHECKPOINT_MARKER, CheckpointStore, open_store
+from turnwise.policy import ActorCritic, policy_from_checkpoint
+from turnwise.policy.observations import flat_size
 from turnwise.spaces import space_from_json
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ class LoadedPolicy:
     name: str
     uri: str
     manifest: dict[str, Any]
-    observation_space: spaces.Box
-    action_space: spaces.Discrete
+    observation_space: spaces.Space
+    action_space: spaces.Space
     loaded_at: float
 
     @property
@@ -161,13 +161,11 @@ def load_policy(source: PolicySource, name: str) -> LoadedPolicy:
     checkpoint = load_checkpoint(source.store, name)
     obs_space = space_from_json(checkpoint.manifest["observation_space"])
     act_space = space_from_json(checkpoint.manifest["action_space"])
-    if not isinstance(obs_space, spaces.Box) or not isinstance(act_space, spaces.Discrete):
-        raise TypeError(f"can only serve Box observations and Discrete actions, not {obs_space}")
     model = policy_from_checkpoint(checkpoint)
     for param in model.parameters():
         param.requires_grad_(False)
     with torch.inference_mode():  # warm up, so the first request does not pay for it
-        model(torch.zeros(1, int(np.prod(obs_space.shape))))
+        model(torch.zeros(1, flat_size(obs_space)))
     policy = LoadedPolicy(
         model=model,
         name=checkpoint.name,

@@ -15,10 +15,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from learner.policy import ActorCritic, build_policy
 from turnwise.checkpoint import save_checkpoint
 from turnwise.checkpoint_store import open_store
 from turnwise.config import Config
+from turnwise.policy import ActorCritic, build_policy
 from turnwise.spaces import space_to_json
 
 

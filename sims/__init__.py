@@ -8,6 +8,7 @@
 import gymnasium
 
 WAREHOUSE_ID = "Warehouse-v0"
+LQR_ID = "LinearQuadratic-v0"
 
 if WAREHOUSE_ID not in gymnasium.registry:
     gymnasium.register(
@@ -15,3 +16,6 @@ if WAREHOUSE_ID not in gymnasium.registry:
         entry_point="sims.warehouse.env:WarehouseEnv",
         vector_entry_point="sims.warehouse.vector:WarehouseVectorEnv",
     )
+
+if LQR_ID not in gymnasium.registry:
+    gymnasium.register(id=LQR_ID, entry_point="sims.lqr:LinearQuadraticEnv")

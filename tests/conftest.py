@@ -77,10 +77,10 @@ def make_checkpoint(
     import dataclasses
 
     from actors.envs import describe_env
-    from learner.policy import build_policy
     from turnwise.checkpoint import save_checkpoint
     from turnwise.checkpoint_store import open_store
     from turnwise.config import compose_config
+    from turnwise.policy import build_policy
     from turnwise.spaces import space_to_json
 
     config = compose_config([*overrides, "learner.hidden_sizes=[16,16]"])

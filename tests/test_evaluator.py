@@ -21,11 +21,11 @@ from evaluator.evaluator import Evaluator
 from evaluator.metrics import summarize
 from evaluator.remote import evaluator_actor_name
 from learner.driver import Trainer
-from learner.policy import build_policy
 from sims.declarations import declarations
 from sims.warehouse import WarehouseEnv
 from turnwise.checkpoint_store import open_store
 from turnwise.config import EnvConfig, EvaluatorConfig, compose_config
+from turnwise.policy import build_policy
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -86,7 +86,9 @@ def test_the_oracle_scores_one_and_a_random_policy_far_lower():
     assert scored["success_rate"] == 1.0
     assert scored["milestone_without_success_rate"] == 0.0
     rng = np.random.default_rng(0)
-    random = run_episodes(WAREHOUSE, seeds, lambda obs, envs: rng.integers(6, size=len(envs)))
+    random = run_episodes(
+        WAREHOUSE, seeds, lambda obs, envs, masks: rng.integers(6, size=len(envs))
+    )
     scored = summarize(random, None, optimum, declared)
     assert scored["fraction_of_baseline"] < 0.2
     assert 0 < scored["state_coverage"] <= 1

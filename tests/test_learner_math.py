@@ -9,8 +9,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from learner.normalizer import WindowNormalizer
 from learner.returns import gae, vtrace
+from turnwise.policy.normalizer import WindowNormalizer
 from turnwise.schema import (
     SCHEMA_VERSION,
     build_batch,

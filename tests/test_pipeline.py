@@ -14,11 +14,11 @@ from actors.transition_log import transitions
 from evaluator.baselines import ORACLE
 from evaluator.episodes import evaluation_seeds, mean_return, policy_actor, run_episodes
 from learner.driver import Trainer, rollout_actor_name, train
-from learner.policy import policy_from_checkpoint
 from learner.progress import read_metrics
 from turnwise.checkpoint import load_checkpoint
 from turnwise.checkpoint_store import open_store
 from turnwise.config import compose_config
+from turnwise.policy import policy_from_checkpoint
 
 SMALL = [
     "+exp=warehouse",

@@ -11,8 +11,15 @@ Columns
 actor_id, env_index          which stream the row belongs to
 episode_id                   "<actor>.<incarnation>.<env>.<n>", unique within a run
 step                         index of the transition within its episode
-obs                          observation before the step, as the simulator produced it
-action                       the executed action
+obs                          observation before the step, as the simulator produced it,
+                             flattened (``turnwise.policy.observations.encode``: a Box
+                             of any shape row-major, Discrete parts one-hot, Dict parts
+                             in key order, without an ``action_mask`` part)
+action                       the policy's action (``turnwise.policy.distributions``):
+                             Discrete an index from 0, MultiDiscrete a list of them,
+                             MultiBinary a 0/1 list, Box the unclipped sample (the env
+                             got it clipped to the space's bounds)
+action_mask                  (envs that supply one) the legal actions at ``obs``
 reward, reward_<component>   the reward and each named component
 terminated, truncated        how the step ended
 simulator_failure            the simulator died on this step: the episode was cut here
@@ -38,21 +45,36 @@ import numpy as np
 import pyarrow as pa
 from gymnasium import spaces
 
+from turnwise.policy.observations import flat_size
+from turnwise.spaces import space_to_json
+
 SCHEMA_VERSION = "1"
 
 
 def _obs_type(space: spaces.Space) -> pa.DataType:
-    if not isinstance(space, spaces.Box):
-        raise TypeError(f"observations must be a Box space, got {space}")
-    return pa.list_(pa.float32(), int(np.prod(space.shape)))
+    return pa.list_(pa.float32(), flat_size(space))
 
 
 def _action_type(space: spaces.Space) -> pa.DataType:
     if isinstance(space, spaces.Discrete):
         return pa.int64()
+    width = int(np.prod(space.shape))
+    if isinstance(space, spaces.MultiDiscrete):
+        return pa.list_(pa.int64(), width)
+    if isinstance(space, spaces.MultiBinary):
+        return pa.list_(pa.int8(), width)
     if isinstance(space, spaces.Box):
-        return pa.list_(pa.float32(), int(np.prod(space.shape)))
-    raise TypeError(f"actions must be Discrete or Box, got {space}")
+        return pa.list_(pa.float32(), width)
+    raise TypeError(f"unsupported action space {space}")
+
+
+def mask_width(space: spaces.Space) -> int:
+    """Entries of a legal-action mask: Discrete n, MultiDiscrete the sum of its sizes."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(space.nvec.sum())
+    raise TypeError(f"action masks need Discrete or MultiDiscrete actions, not {space}")
 
 
 def transition_schema(
@@ -61,9 +83,13 @@ def transition_schema(
     reward_components: Sequence[str],
     env_id: str,
     env_version: str,
+    action_mask: bool = False,
 ) -> pa.Schema:
     """The one schema of a run's transitions."""
     obs = _obs_type(observation_space)
+    mask = []
+    if action_mask:
+        mask = [pa.field("action_mask", pa.list_(pa.bool_(), mask_width(action_space)), False)]
     fields = [
         pa.field("actor_id", pa.int32(), nullable=False),
         pa.field("env_index", pa.int32(), nullable=False),
@@ -71,6 +97,7 @@ def transition_schema(
         pa.field("step", pa.int32(), nullable=False),
         pa.field("obs", obs, nullable=False),
         pa.field("action", _action_type(action_space), nullable=False),
+        *mask,
         pa.field("reward", pa.float32(), nullable=False),
         *(pa.field(f"reward_{name}", pa.float32(), nullable=False) for name in reward_components),
         pa.field("terminated", pa.bool_(), nullable=False),
@@ -89,7 +116,8 @@ def transition_schema(
         "turnwise.schema_version": SCHEMA_VERSION,
         "turnwise.env_id": env_id,
         "turnwise.env_version": env_version,
-        "turnwise.obs_shape": json.dumps(list(observation_space.shape)),
+        "turnwise.observation_space": json.dumps(space_to_json(observation_space)),
+        "turnwise.action_space": json.dumps(space_to_json(action_space)),
         "turnwise.reward_components": json.dumps(list(reward_components)),
     }
     return pa.schema(fields, metadata=metadata)
@@ -108,10 +136,14 @@ def check_schema(schema: pa.Schema, expected: pa.Schema) -> None:
         raise ValueError(f"transition schema differs from the run's:\n{schema}\nvs\n{expected}")
 
 
-def fixed_list(values: np.ndarray, width: int) -> pa.FixedSizeListArray:
-    """(N, ...) float array to a fixed-size-list column without a Python loop."""
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+def fixed_list(
+    values: np.ndarray, width: int, value_type: pa.DataType | None = None
+) -> pa.FixedSizeListArray:
+    """(N, ...) array to a fixed-size-list column (float32 unless ``value_type`` says
+    otherwise) without a Python loop."""
+    value_type = value_type or pa.float32()
+    flat = np.ascontiguousarray(values, dtype=value_type.to_pandas_dtype()).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=value_type), width)
 
 
 def nullable_fixed_list(values: np.ndarray, present: np.ndarray, width: int) -> pa.Array:
@@ -129,7 +161,7 @@ def build_batch(schema: pa.Schema, columns: dict[str, Any]) -> pa.RecordBatch:
         if isinstance(value, pa.Array):
             arrays.append(value)
         elif pa.types.is_fixed_size_list(field.type):
-            arrays.append(fixed_list(np.asarray(value), field.type.list_size))
+            arrays.append(fixed_list(value, field.type.list_size, field.type.value_type))
         elif pa.types.is_dictionary(field.type):
             arrays.append(pa.array(value, type=pa.string()).dictionary_encode())
         else:
@@ -138,7 +170,7 @@ def build_batch(schema: pa.Schema, columns: dict[str, Any]) -> pa.RecordBatch:
 
 
 def column_matrix(batch: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
-    """A non-null fixed-size-list column as an (N, width) float32 array, zero-copy
+    """A non-null fixed-size-list column as an (N, width) array of its value type, zero-copy
     where Arrow's buffers allow it (then read-only: copy before writing to it)."""
     column = batch.column(name)
     if isinstance(column, pa.ChunkedArray):

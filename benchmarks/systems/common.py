@@ -127,7 +127,7 @@ def evaluate(task: Task, act: Act) -> dict[str, Any]:
 
 def batch_act(predict: Callable[[np.ndarray], np.ndarray]) -> Act:
     """An ``Act`` from a function of a batch of observations to greedy actions."""
-    return lambda obs, envs: np.asarray(predict(obs)).reshape(len(envs))
+    return lambda obs, envs, masks: np.asarray(predict(np.stack(obs))).reshape(len(envs))
 
 
 def finite_or_none(value: Any) -> float | None:

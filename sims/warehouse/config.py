@@ -35,6 +35,8 @@ class WarehouseConfig:
     restock_per_shift: int = 1  # units added to every shelf at the start of each shift
     view_radius: int = 2  # the robot sees obstacles within this many cells
     milestone_once_per_order: bool = True  # False pays every right pick: a hackable reward
+    observation: str = "flat"  # flat: one vector; dict: named parts (observation.py)
+    action_mask: bool = False  # True: info["action_mask"] marks the actions that do something
     rewards: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,8 @@ class WarehouseConfig:
             yield f"max_steps must be >= {self.min_budget} so every shift can be completed"
         if self.view_radius < 0:
             yield "view_radius must be >= 0"
+        if self.observation not in ("flat", "dict"):
+            yield f"observation must be 'flat' or 'dict', got {self.observation!r}"
 
     @property
     def min_budget(self) -> int:

@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from sims.declarations import StateScope
 from sims.versioning import simulator_version
-from sims.warehouse import layout, observation
+from sims.warehouse import layout, masks, observation
 from sims.warehouse.config import WarehouseConfig, make_config
 from sims.warehouse.layout import DROP, MOVES, PICK, Shift
 
@@ -104,10 +104,10 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         self.order_index = 0
         self.pick_paid = False
         self.steps = 0
-        return self._observation(), {
-            "inventory": self.inventory.copy(),
-            "shift_seed": shift_seed,
-        }
+        info = {"inventory": self.inventory.copy(), "shift_seed": shift_seed}
+        if self.config.action_mask:
+            info["action_mask"] = self.action_mask()
+        return self._observation(), info
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._shift is None:
@@ -138,7 +138,22 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
             "orders_delivered": self.order_index,
             "is_success": terminated,
         }
+        if self.config.action_mask:
+            info["action_mask"] = self.action_mask()
         return self._observation(), reward, terminated, truncated, info
+
+    def action_mask(self) -> np.ndarray:
+        """(6,) bool: the actions that do something here (sims/warehouse/masks.py)."""
+        shelf = self._shelf_here()
+        return masks.legal_actions(
+            self.shift.obstacles[None],
+            np.array([self.robot]),
+            np.array([self.carrying]),
+            np.array([shelf]),
+            np.array([self.inventory[shelf] if shelf >= 0 else 0]),
+            np.array([self.robot == self.shift.dropoff]),
+            np.array([self.current_item]),
+        )[0]
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._shift is None:
@@ -255,7 +270,12 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
             return 0.0, 0.0
         return 0.0, w.wrong_drop
 
-    def _observation(self) -> np.ndarray:
+    def _observation(self) -> np.ndarray | dict[str, Any]:
+        flat = self._flat_observation()[None]
+        shown = observation.present(self.config, flat)
+        return shown[0] if isinstance(shown, np.ndarray) else {k: v[0] for k, v in shown.items()}
+
+    def _flat_observation(self) -> np.ndarray:
         shift, cfg = self.shift, self.config
         robot = np.array([self.robot], dtype=np.int64)
         return observation.encode(

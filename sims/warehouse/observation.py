@@ -35,8 +35,43 @@ def observation_size(config: WarehouseConfig) -> int:
     return 2 + 2 + 1 + 2 + 2 * k + (k + 1) + (k + 1) + 1 + k + v * v + 1
 
 
-def observation_space(config: WarehouseConfig) -> spaces.Box:
-    return spaces.Box(-1.0, 1.0, shape=(observation_size(config),), dtype=np.float32)
+def observation_space(config: WarehouseConfig) -> spaces.Box | spaces.Dict:
+    flat = spaces.Box(-1.0, 1.0, shape=(observation_size(config),), dtype=np.float32)
+    if config.observation == "flat":
+        return flat
+    k, v = config.n_items, 2 * config.view_radius + 1
+    return spaces.Dict(
+        {
+            "position": spaces.Box(-1.0, 1.0, (7 + 2 * k,), np.float32),
+            "carrying": spaces.Discrete(k + 1),
+            "order": spaces.Discrete(k + 1),
+            "orders_left": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "inventory": spaces.Box(0.0, 1.0, (k,), np.float32),
+            "local_map": spaces.Box(0.0, 1.0, (v, v), np.float32),
+            "time_left": spaces.Box(0.0, 1.0, (1,), np.float32),
+        }
+    )
+
+
+def present(config: WarehouseConfig, flat: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """Observation vectors (B, D) in the configured form: as they are, or (``dict``)
+    as named parts, each (B, ...): the robot's and targets' positions (the first
+    7 + 2K entries), what it carries and the current order (as Discrete indices),
+    orders left, inventory, the local map (V x V) and the time left."""
+    if config.observation == "flat":
+        return flat
+    k, v = config.n_items, 2 * config.view_radius + 1
+    edges = np.cumsum([7 + 2 * k, k + 1, k + 1, 1, k, v * v, 1])
+    position, carrying, order, left, stock, view, time_left = np.split(flat, edges[:-1], axis=1)
+    return {
+        "position": position,
+        "carrying": carrying.argmax(1),
+        "order": order.argmax(1),
+        "orders_left": left,
+        "inventory": stock,
+        "local_map": view.reshape(len(flat), v, v),
+        "time_left": time_left,
+    }
 
 
 def padded_blocked(obstacles: np.ndarray, radius: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sims.versioning import simulator_version
-from sims.warehouse import layout, observation
+from sims.warehouse import layout, masks, observation
 from sims.warehouse.config import WarehouseConfig, make_config
 from sims.warehouse.env import PACKAGE_DIR, REWARD_COMPONENTS, STATE_VARIABLES
 from sims.warehouse.layout import DROP, MOVES, PICK, UNREACHABLE
@@ -96,10 +96,10 @@ class WarehouseVectorEnv(VectorEnv):
             self.inventory[:] = -1
         self._start_shifts(everyone, put_back=self._started)
         self._started = True
-        return self._observations(), {
-            "inventory": self.inventory.copy(),
-            "shift_seed": self.shift_seeds.copy(),
-        }
+        info = {"inventory": self.inventory.copy(), "shift_seed": self.shift_seeds.copy()}
+        if self.config.action_mask:
+            info["action_mask"] = self.action_masks()
+        return observation.present(self.config, self._observations()), info
 
     def step(
         self, actions: np.ndarray
@@ -123,7 +123,8 @@ class WarehouseVectorEnv(VectorEnv):
         obs = self._observations()
         done = np.flatnonzero(terminated | truncated)
         if len(done):
-            info["final_obs"] = np.where((terminated | truncated)[:, None], obs, 0.0)
+            final = np.where((terminated | truncated)[:, None], obs, np.float32(0.0))
+            info["final_obs"] = observation.present(self.config, final)
             info["_final_obs"] = terminated | truncated
             self._start_shifts(done, put_back=True)
             obs[done] = self._observations(done)
@@ -132,7 +133,22 @@ class WarehouseVectorEnv(VectorEnv):
                 "inventory": self.inventory.copy(),
                 "shift_seed": self.shift_seeds.copy(),
             }
-        return obs, reward, terminated, truncated, info
+        if self.config.action_mask:  # for the observations returned (new shifts included)
+            info["action_mask"] = self.action_masks()
+        return observation.present(self.config, obs), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """(B, 6) bool: the actions that do something in each warehouse (masks.py)."""
+        b, shelf = np.arange(self.num_envs), self._shelf_here()
+        return masks.legal_actions(
+            self.obstacles,
+            self.robot,
+            self.carrying,
+            shelf,
+            self.inventory[b, np.maximum(shelf, 0)],
+            (self.robot == self.dropoff).all(1),
+            self.current_items(),
+        )
 
     # -- state exposed to oracles, evaluators and rollout actors --------------------
     def current_items(self) -> np.ndarray:

@@ -1,17 +1,26 @@
-"""The actor-critic network: normalizer, policy head and value head."""
+"""The actor-critic network every part uses: rollout actors, learner, evaluator, serving.
+
+Raw observations of any supported space are flattened (``observations.encode``),
+normalized (``WindowNormalizer``), and read by two MLPs: a policy whose outputs
+parameterize the action space's distribution (``distributions.make_head``) and a value.
+"""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-from torch.distributions import Categorical
 
-from learner.normalizer import WindowNormalizer
+from turnwise.policy.distributions import ActionHead, make_head
+from turnwise.policy.normalizer import WindowNormalizer
+from turnwise.policy.observations import encode, flat_size
+
+NORMALIZERS = ("window", "none")
 
 
 def mlp(sizes: Sequence[int], out: int, out_gain: float) -> nn.Sequential:
@@ -29,38 +38,47 @@ def _init(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 class ActorCritic(nn.Module):
-    """Separate MLPs for the policy logits and the value, over normalized observations."""
+    """Separate MLPs for the action distribution's parameters and the value, over
+    normalized flat observations (``obs`` below is always the flat float batch)."""
 
     def __init__(
         self,
-        obs_size: int,
-        n_actions: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
         hidden_sizes: Sequence[int] = (64, 64),
         normalizer_window: int = 200_000,
         normalizer_clip: float = 10.0,
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        self.normalizer = WindowNormalizer(obs_size, normalizer_window, normalizer_clip, normalize)
-        sizes = [obs_size, *hidden_sizes]
-        self.policy = mlp(sizes, n_actions, out_gain=0.01)
+        self.observation_space, self.action_space = observation_space, action_space
+        size = flat_size(observation_space)
+        self.normalizer = WindowNormalizer(size, normalizer_window, normalizer_clip, normalize)
+        self.head: ActionHead = make_head(action_space)
+        sizes = [size, *hidden_sizes]
+        self.policy = mlp(sizes, self.head.size, out_gain=0.01)
         self.value = mlp(sizes, 1, out_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.normalizer(obs)
         return self.policy(x), self.value(x).squeeze(-1)
 
-    def distribution(self, obs: torch.Tensor) -> tuple[Categorical, torch.Tensor]:
-        logits, value = self(obs)
-        return Categorical(logits=logits, validate_args=False), value
+    def distribution(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
+        params, value = self(obs)
+        return self.head.distribution(params, mask), value
+
+    def flat(self, observations: Any) -> np.ndarray:
+        """A batch of raw observations (the env's form) as the network's input."""
+        return encode(self.observation_space, observations)
 
     @torch.no_grad()
     def act(
-        self, obs: np.ndarray, greedy: bool = False
+        self, obs: np.ndarray, mask: np.ndarray | None = None, greedy: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Actions, their log-probs and value estimates for a batch of raw observations."""
-        dist, value = self.distribution(torch.as_tensor(obs, dtype=torch.float32))
-        action = dist.probs.argmax(-1) if greedy else dist.sample()
+        """Logged actions, their log-probs and values for a batch of flat observations."""
+        mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+        dist, value = self.distribution(torch.as_tensor(obs, dtype=torch.float32), mask_t)
+        action = dist.mode() if greedy else dist.sample()
         return action.numpy(), dist.log_prob(action).numpy(), value.numpy()
 
 
@@ -72,13 +90,11 @@ def build_policy(
     normalizer_window: int = 200_000,
     normalizer_clip: float = 10.0,
 ) -> ActorCritic:
-    if not isinstance(action_space, spaces.Discrete):
-        raise TypeError(f"the PPO learner supports Discrete actions, got {action_space}")
-    if normalizer_kind not in ("window", "none"):
+    if normalizer_kind not in NORMALIZERS:
         raise ValueError(f"normalizer.kind must be 'window' or 'none', got {normalizer_kind!r}")
     return ActorCritic(
-        int(np.prod(observation_space.shape)),
-        int(action_space.n),
+        observation_space,
+        action_space,
         hidden_sizes,
         normalizer_window,
         normalizer_clip,
