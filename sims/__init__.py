@@ -18,4 +18,8 @@ if WAREHOUSE_ID not in gymnasium.registry:
     )
 
 if LQR_ID not in gymnasium.registry:
-    gymnasium.register(id=LQR_ID, entry_point="sims.lqr:LinearQuadraticEnv")
+    gymnasium.register(
+        id=LQR_ID,
+        entry_point="sims.lqr:LinearQuadraticEnv",
+        vector_entry_point="sims.lqr:LinearQuadraticVectorEnv",
+    )

@@ -29,6 +29,9 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from sims.versioning import simulator_version
 
@@ -93,19 +96,25 @@ class LinearQuadraticEnv(gym.Env):
         return self.state.astype(np.float32), {}
 
     def step(self, action):
-        u = np.clip(
-            np.asarray(action, dtype=np.float64).reshape(1), -self.max_force, self.max_force
-        )
-        x = self.state
-        parts = {
-            "state_cost": -float(self.dt * x @ self.q @ x),
-            "control_cost": -float(self.dt * u @ self.r @ u),
-        }
-        self.state = self.a @ x + self.b @ u
+        force = np.asarray(action, dtype=np.float64).reshape(1, 1)
+        state, state_cost, control_cost = self.dynamics(self.state[None], force)
+        self.state = state[0]
+        parts = {"state_cost": float(state_cost[0]), "control_cost": float(control_cost[0])}
         self.steps += 1
         info = {"reward_components": parts}
         truncated = self.steps >= self.horizon
         return self.state.astype(np.float32), sum(parts.values()), False, truncated, info
+
+    def dynamics(self, x: np.ndarray, force: np.ndarray):
+        """One step of a batch (B, 2) under forces (B, 1), elementwise (so a batch and
+        a single env give bit-identical results): next states and the two costs, as
+        rewards (B,)."""
+        u = np.clip(force[:, 0], -self.max_force, self.max_force)
+        position, velocity = x[:, 0], x[:, 1]
+        state_cost = -self.dt * self.q[0, 0] * (position * position + velocity * velocity)
+        control_cost = -self.dt * self.r[0, 0] * (u * u)
+        moved = np.stack([position + self.dt * velocity, velocity + self.dt * u], axis=1)
+        return moved, state_cost, control_cost
 
     def oracle_action(self) -> np.ndarray:
         """The optimal force now: ``-K_t x`` (inside the bound from every start)."""
@@ -114,6 +123,69 @@ class LinearQuadraticEnv(gym.Env):
     def optimal_return(self) -> float:
         """The optimum from the state the env was just reset to: ``-x_0' P_0 x_0``."""
         return -float(self.state @ self.gains.cost[0] @ self.state)
+
+
+class LinearQuadraticVectorEnv(VectorEnv):
+    """``num_envs`` LinearQuadratic-v0 instances in NumPy, SAME_STEP autoreset.
+
+    Env ``i``'s first episode starts as a single env reset with the ``i``-th seed
+    does; each later episode with a seed drawn from that env's own generator, reported
+    in ``info["reset_info"]["episode_seed"]`` (and in reset's info), so every episode
+    can be re-created alone as ``reset(seed=episode_seed)`` (tested against the
+    single env, bit for bit)."""
+
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    state_variables = LinearQuadraticEnv.state_variables
+    reward_components = LinearQuadraticEnv.reward_components
+
+    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+        self.single = LinearQuadraticEnv(**kwargs)
+        self.num_envs, self.version = num_envs, self.single.version
+        self.single_observation_space = self.single.observation_space
+        self.single_action_space = self.single.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.state = np.zeros((num_envs, 2))
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+        self._seeders: list[np.random.Generator] = []
+
+    def reset(self, *, seed=None, options=None):
+        if isinstance(seed, int | np.integer):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed) if seed is not None else [None] * self.num_envs
+        self._seeders = [np.random.default_rng(s) for s in seeds]
+        first = np.array([s if s is not None else self._draw(i) for i, s in enumerate(seeds)])
+        self._start(np.arange(self.num_envs), first)
+        return self.state.astype(np.float32), {"episode_seed": first.astype(np.int64)}
+
+    def step(self, actions):
+        force = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, 1)
+        self.state, state_cost, control_cost = self.single.dynamics(self.state, force)
+        self.steps += 1
+        truncated = self.steps >= self.single.horizon
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        parts = {"state_cost": state_cost, "control_cost": control_cost}
+        info: dict[str, Any] = {"reward_components": parts}
+        obs = self.state.astype(np.float32)
+        if truncated.any():
+            info["final_obs"] = np.where(truncated[:, None], obs, np.float32(0.0))
+            info["_final_obs"] = truncated
+            ended = np.flatnonzero(truncated)
+            seeds = np.zeros(self.num_envs, dtype=np.int64)
+            seeds[ended] = [self._draw(i) for i in ended]
+            self._start(ended, seeds)
+            obs = self.state.astype(np.float32)
+            info["reset_info"] = {"episode_seed": seeds}
+        return obs, state_cost + control_cost, terminated, truncated, info
+
+    def _draw(self, index: int) -> int:
+        return int(self._seeders[index].integers(2**62))
+
+    def _start(self, envs: np.ndarray, seeds: np.ndarray) -> None:
+        for i in envs:
+            self.state[i] = seeding.np_random(int(seeds[i]))[0].uniform(-1.0, 1.0, size=2)
+        self.steps[envs] = 0
 
 
 def lqr_force_bound(env: LinearQuadraticEnv) -> float:
