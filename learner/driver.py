@@ -27,7 +27,7 @@ from actors.rollout import RolloutWorker
 from actors.transition_log import write_atomic
 from evaluator.baselines import resolve_baseline
 from evaluator.remote import RemoteEvaluator
-from learner.ppo import PPOLearner
+from learner.ppo import LR_SCHEDULES, PPOLearner
 from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
 from monitoring.cloudwatch import CloudWatchExporter
 from sims.registry import user_module_path
@@ -98,6 +98,7 @@ def check_config(config: Config) -> None:
         "learner.cpu_threads": config.learner.cpu_threads >= 0,
         "monitoring.linger_s": config.monitoring.linger_s >= 0,
         "learner.correction": config.learner.correction in ("vtrace", "none"),
+        "learner.lr_schedule": config.learner.lr_schedule in LR_SCHEDULES,
         "learner.normalizer.kind": config.learner.normalizer.kind in ("window", "none"),
     }
     bad = [key for key, ok in problems.items() if not ok]
@@ -358,6 +359,7 @@ class Trainer:
             if lag > cfg.learner.max_policy_lag:
                 self.counters.dropped_batches += 1
                 continue
+            self.learner.anneal(self.counters.env_steps / cfg.train.env_steps)
             stats = self.learner.update(batch)
             weights = ray.put(self.learner.weights())
             self.counters.env_steps += batch.num_rows

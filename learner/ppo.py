@@ -16,6 +16,8 @@ from turnwise.config import PPOConfig
 from turnwise.policy import build_policy, numpy_weights
 from turnwise.schema import column_matrix, column_numpy
 
+LR_SCHEDULES = ("constant", "linear")
+
 
 def _rows(tensor: torch.Tensor | None) -> torch.Tensor | None:
     """(T, B, ...) as (T * B, ...)."""
@@ -104,6 +106,13 @@ class PPOLearner:
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, eps=1e-5)
         self.version = 0
+
+    def anneal(self, progress: float) -> None:
+        """Set the learning rate for a run ``progress`` (0..1) of the way through its
+        env-step budget: ``lr`` throughout (constant), or ``lr * (1 - progress)``."""
+        scale = 1.0 if self.config.lr_schedule == "constant" else max(1.0 - progress, 0.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * scale
 
     def weights(self) -> tuple[int, dict[str, np.ndarray]]:
         return self.version, numpy_weights(self.model)

@@ -139,24 +139,21 @@ def local_ray():
     ray.shutdown()
 
 
-CARTPOLE = [
-    "+exp=cartpole",
-    "train.env_steps=8000",
-    "actors.envs_per_actor=8",
-    "actors.fragment_length=64",
-    "evaluator.every_env_steps=4000",
-    "checkpoint.every_env_steps=4000",
-    "train.progress=false",
-]
-WAREHOUSE = [
-    "+exp=warehouse",
-    "train.env_steps=12000",
-    "actors.envs_per_actor=16",
-    "actors.fragment_length=32",
-    "evaluator.every_env_steps=4000",
-    "checkpoint.every_env_steps=4000",
-    "train.progress=false",
-]
+def short_run(exp: str, env_steps: int, envs_per_actor: int, fragment: int) -> list[str]:
+    """A short run of an experiment, evaluated every 4,000 env steps."""
+    return [
+        f"+exp={exp}",
+        f"train.env_steps={env_steps}",
+        f"actors.envs_per_actor={envs_per_actor}",
+        f"actors.fragment_length={fragment}",
+        "evaluator.every_env_steps=4000",
+        "checkpoint.every_env_steps=4000",
+        "train.progress=false",
+    ]
+
+
+CARTPOLE = short_run("cartpole", 8000, 8, 64)
+WAREHOUSE = short_run("warehouse", 12000, 16, 32)
 
 
 @pytest.fixture(scope="module")

@@ -286,3 +286,20 @@ def test_the_batched_warehouse_variants_equal_single_envs():
             o, r, te, tr, i_info = single.step(int(actions[i]))
             assert (r, te, tr) == (reward[i], terminated[i], truncated[i])
             current[i] = single.reset() if te or tr else (o, i_info)
+
+
+@pytest.mark.slow
+def test_continuous_control_reaches_the_riccati_optimum(tmp_path):
+    """+exp=lqr, as a user runs it: within 10% of the optimal cost (fraction >= 0.9)."""
+    command = [sys.executable, "-m", "learner", "+exp=lqr", "train.progress=false"]
+    run = subprocess.run(
+        [*command, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    final = EvaluationTable(tmp_path).rows()[-1]
+    assert final["baseline"] == "oracle" and final["baseline_return"] < 0
+    assert final["fraction_of_baseline"] >= 0.9, final

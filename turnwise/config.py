@@ -53,6 +53,7 @@ class NormalizerConfig:
 @dataclass
 class PPOConfig:
     lr: float = 1e-3  # Adam learning rate
+    lr_schedule: str = "constant"  # constant; linear: decays to 0 over train.env_steps
     gamma: float = 0.99  # discount
     gae_lambda: float = 0.95  # GAE / V-trace lambda
     clip: float = 0.2  # PPO ratio clip
