@@ -131,6 +131,29 @@ def test_the_recipe_trains_and_evaluates_the_user_env(project, mode):
     assert rows[-1]["fraction_of_baseline"] >= 0.9  # the oracle's return is the optimum
 
 
+DRIVER_ONLY = """
+import runpy, sys
+sys.path.insert(0, sys.argv[1])  # the user's package: importable in the driver only
+sys.argv = ["learner", *sys.argv[2:]]
+runpy.run_module("learner", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_workers_get_the_user_module_even_where_only_the_driver_has_it(project, tmp_path):
+    """Ray workers do not share the driver's sys.path (on a cluster, not its disk
+    either): the run ships the user's package with the job (runtime_env.py_modules).
+    Here the driver alone can import it, from a directory that is neither its working
+    directory nor on PYTHONPATH, so only the shipped copy reaches the actors."""
+    command = [sys.executable, "-c", DRIVER_ONLY, str(project), "--config-dir"]
+    command += [str(project / "conf"), "+exp=corridor", "train.env_steps=4000"]
+    command += ["evaluator.every_env_steps=2000", "checkpoint.every_env_steps=2000"]
+    command += ["env.simulator.mode=launch", "train.progress=false", f"hydra.run.dir={tmp_path}"]
+    run = run_cli(command, tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert_every_scheduled_checkpoint_evaluated(tmp_path, 2000)
+
+
 # -- envs we did not write, and our own, through every simulator mode ----------------
 @pytest.fixture(scope="module")
 def local_ray():

@@ -178,12 +178,21 @@ def test_serving_answers_in_the_action_space_with_the_policys_actions(served, na
     assert reply.status_code == 200, reply.text
     flat = model.flat(stack(model.observation_space, rows))
     expected = model.head.to_env(model.act(flat, mask, greedy=True)[0])
-    assert reply.json()["actions"] == expected.tolist()
+    assert_same_actions(reply.json()["actions"], expected)
     one = {"observation": as_json(rows[0])}
     if has_mask:
         one["action_mask"] = mask[0].tolist()
     single = requests.post(f"{url}/{name}/v1/act", json=one, timeout=30)
-    assert single.json()["action"] == expected[0].tolist()
+    assert_same_actions([single.json()["action"]], expected[:1])
+
+
+def assert_same_actions(served: list, expected: np.ndarray) -> None:
+    """Discrete actions exactly; Box actions up to float32 rounding (a batch of another
+    size may sum a matrix product in another order)."""
+    if expected.dtype.kind == "f":
+        np.testing.assert_allclose(np.asarray(served, np.float32), expected, rtol=1e-5, atol=1e-7)
+    else:
+        assert served == expected.tolist()
 
 
 MALFORMED = {
