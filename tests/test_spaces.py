@@ -297,6 +297,44 @@ def test_the_batched_warehouse_variants_equal_single_envs():
             current[i] = single.reset() if te or tr else (o, i_info)
 
 
+CHECKED = {
+    "warehouse-masked": ("Warehouse-v0", {"action_mask": True}),
+    "warehouse-dict": ("Warehouse-v0", {"observation": "dict"}),
+    "warehouse-dict-masked": ("Warehouse-v0", {"observation": "dict", "action_mask": True}),
+    "reorder": ("space_envs:Reorder-v0", {}),
+}
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_every_new_env_and_variant_passes_sims_check(name):
+    env_id, kwargs = CHECKED[name]
+    results = run_checks(lambda: gymnasium.make(env_id, **kwargs), env_id, kwargs, steps=200)
+    assert all(r.ok for r in results), [r.row() for r in results if not r.ok]
+
+
+def test_the_batched_warehouse_variants_equal_single_envs():
+    from sims.warehouse import WarehouseVectorEnv
+
+    kwargs = {"observation": "dict", "action_mask": True}
+    vec = WarehouseVectorEnv(3, **kwargs)
+    singles = [gymnasium.make("Warehouse-v0", **kwargs) for _ in range(3)]
+    obs, info = vec.reset(seed=5)
+    current = [s.reset(seed=5 + i) for i, s in enumerate(singles)]
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        for i, (o, i_info) in enumerate(current):
+            for key in o:
+                np.testing.assert_array_equal(np.asarray(obs[key])[i], o[key])
+            np.testing.assert_array_equal(info["action_mask"][i], i_info["action_mask"])
+        legal = info["action_mask"]
+        actions = np.array([rng.choice(np.flatnonzero(row)) for row in legal])
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        for i, single in enumerate(singles):
+            o, r, te, tr, i_info = single.step(int(actions[i]))
+            assert (r, te, tr) == (reward[i], terminated[i], truncated[i])
+            current[i] = single.reset() if te or tr else (o, i_info)
+
+
 @pytest.mark.slow
 def test_continuous_control_reaches_the_riccati_optimum(tmp_path):
     """+exp=lqr, as a user runs it: within 10% of the optimal cost (fraction >= 0.9)."""
