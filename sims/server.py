@@ -51,14 +51,14 @@ class Session(socketserver.BaseRequestHandler):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         env = gymnasium.make(server.env_id, **server.env_kwargs)
         try:
-            if self._handshake(sock, env):
+            if self._handshake(sock):
                 self._serve(sock, env)
         except (ConnectionError, ProtocolError, OSError) as error:
             log.info("session %s ended: %s", self.client_address, error)
         finally:
             env.close()
 
-    def _handshake(self, sock: socket.socket, env: gymnasium.Env) -> bool:
+    def _handshake(self, sock: socket.socket) -> bool:
         hello = receive(sock)
         if hello.get("op") != "hello" or hello.get("protocol") != PROTOCOL_VERSION:
             send(
@@ -76,7 +76,7 @@ class Session(socketserver.BaseRequestHandler):
             {
                 "ok": True,
                 "protocol": PROTOCOL_VERSION,
-                "spec": session_spec(env, server.env_id, server.env_kwargs),
+                "spec": server.spec,
             },
         )
         return True
@@ -141,7 +141,9 @@ class SimulatorServer(socketserver.ThreadingTCPServer):
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], host: str, port: int) -> None:
         env_spec(env_id)  # imports a plug-in env's module; EnvIdError names what is wrong
         self.env_id, self.env_kwargs = env_id, env_kwargs
-        gymnasium.make(env_id, **env_kwargs).close()  # bad kwargs fail now, not per session
+        probe = gymnasium.make(env_id, **env_kwargs)  # bad kwargs fail now, not per session
+        self.spec = session_spec(probe, env_id, env_kwargs)  # the same for every session
+        probe.close()
         super().__init__((host, port), Session)
 
 
