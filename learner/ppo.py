@@ -176,7 +176,7 @@ class PPOLearner:
         actions, old_logp = _rows(data.actions), data.behaviour_logp.reshape(-1)
         targets, advantages = targets.reshape(-1), advantages.reshape(-1)
         totals: dict[str, float] = {}
-        n = len(obs)
+        n, updates, stopped = len(obs), 0, False
         for _ in range(cfg.epochs):
             for index in torch.randperm(n, device=self.device).split(cfg.minibatch_size):
                 losses = self._losses(
@@ -187,14 +187,27 @@ class PPOLearner:
                     targets[index],
                     advantages[index],
                 )
+                if self._kl_exceeded(losses["approx_kl"]):
+                    stopped = True  # this minibatch's step would move the policy too far
+                    break
                 self.optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
+                updates += 1
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + float(value.detach())
-        updates = cfg.epochs * -(-n // cfg.minibatch_size)
-        return {key: value / updates for key, value in totals.items()}
+            if stopped:
+                break
+        stats = {key: value / max(updates, 1) for key, value in totals.items()}
+        stats.update(gradient_steps=float(updates), kl_stopped=float(stopped))
+        return stats
+
+    def _kl_exceeded(self, approx_kl: torch.Tensor) -> bool:
+        """Early stop (SB3's rule): the policy has moved more than 1.5 x ``target_kl``
+        from the one that collected the batch; 0 turns the check off."""
+        target = self.config.target_kl
+        return target > 0 and float(approx_kl) > 1.5 * target
 
     def _losses(self, obs, mask, actions, old_logp, targets, advantages) -> dict[str, torch.Tensor]:
         cfg = self.config

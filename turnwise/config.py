@@ -62,6 +62,8 @@ class PPOConfig:
     value_coef: float = 0.5  # weight of the value loss
     entropy_coef: float = 0.01  # weight of the entropy bonus
     max_grad_norm: float = 0.5  # gradient clipping
+    target_kl: float = 0.0  # stop a batch's epochs once approx. KL to the behaviour policy
+    # passes 1.5 x this (SB3's rule); 0: off, every epoch runs
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths (actor, critic)
     max_policy_lag: int = 8  # batches from older policy versions are dropped
     correction: str = "vtrace"  # off-policy correction for lagged data: vtrace or none

@@ -174,7 +174,9 @@ def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, A
             module = algo.get_module()
             with torch.no_grad():
                 out = module.forward_inference({"obs": torch.as_tensor(obs, dtype=torch.float32)})
-            return out["action_dist_inputs"].argmax(dim=-1).numpy()
+                dist_cls = module.get_inference_action_dist_cls()
+                dist = dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic()
+                return dist.sample().numpy()  # argmax (Discrete), the mean (Box)
 
         act = batch_act(predict)
         while True:
