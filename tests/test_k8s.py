@@ -658,6 +658,13 @@ def test_the_turnwise_images_dependencies_are_all_pinned():
     assert unpinned <= {"pip", "setuptools", "wheel"}, unpinned  # pip freeze leaves those out
 
 
+def test_the_main_job_install_leaves_the_benchmarked_systems_out():
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    closure = dependency_closure(dependencies)
+    assert not closure & {"stable-baselines3", "dm-tree", "pytest", "moto"}, closure
+    assert all("rllib" not in Requirement(r).extras for r in dependencies)
+
+
 SERVER_UNDER_BLOCK = """
 import importlib.abc, runpy, sys
 root, allowed = sys.argv[1], set(sys.argv[2].split(","))
