@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from turnwise.config import register_configs, to_config
+from turnwise.config import check_command_line, register_configs, to_config
 
 register_configs()
 
@@ -33,4 +33,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:  # every key, type and value, before Hydra runs and Ray is imported
+        check_command_line(sys.argv[1:])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()

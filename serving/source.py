@@ -7,6 +7,9 @@ A source is a checkpoint store plus either a pinned checkpoint name or a pointer
 - a run directory (``RUN_DIR`` of ``python -m learner``): its checkpoint store, which is
   ``checkpoint.uri`` from ``RUN_DIR/config.json`` when set, else ``RUN_DIR/checkpoints``;
 - a store (a local directory, ``file:///path`` or ``s3://bucket/prefix``): its pointer.
+
+A pinned checkpoint is validated by :func:`parse_source`; a pointer's checkpoints are
+validated as they are loaded (a bad one is logged and not served).
 """
 
 from __future__ import annotations
@@ -97,7 +100,18 @@ def _run_store(run_dir: Path) -> str | None:
 
 
 def parse_source(target: str, pointer: Pointer = "best") -> PolicySource:
-    """The :class:`PolicySource` that ``target`` (a path or URI) names; see the module doc."""
+    """The :class:`PolicySource` that ``target`` (a path or URI) names; see the module doc.
+
+    A pinned checkpoint is loaded and validated here, so ``python -m serving`` refuses a
+    bad one before Ray starts (``turnwise.checkpoint.CheckpointError``, naming the file).
+    """
+    source = _locate(target, pointer)
+    if source.checkpoint is not None:
+        load_checkpoint(source.store, source.checkpoint)
+    return source
+
+
+def _locate(target: str, pointer: Pointer) -> PolicySource:
     if pointer not in ("best", "latest"):
         raise ValueError(f"pointer must be 'best' or 'latest', got {pointer!r}")
     parts = urlsplit(target)

@@ -14,6 +14,7 @@ MODULES = [
     "evaluator.coverage",
     "evaluator.metrics",
     "turnwise.config",
+    "turnwise.api",
 ]
 
 

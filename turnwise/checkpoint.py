@@ -10,6 +10,10 @@ marker:
 
 Both ``.pt`` files load with ``torch.load(weights_only=True)``: no arbitrary object
 is ever unpickled. ``latest`` and ``best`` pointers name checkpoints in the store.
+
+Loading validates: the manifest against its contract (``turnwise.manifest``), both
+``.pt`` files, and the weights against the policy the manifest describes. Anything
+unusable raises :class:`CheckpointError`, naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -17,14 +21,22 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from turnwise.checkpoint_store import CHECKPOINT_MARKER, CheckpointStore
+from turnwise.manifest import FORMAT_VERSION, manifest_problems
+from turnwise.policy import policy_from_checkpoint
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "read_manifest"]
+
+WEIGHTS, TRAINER = "weights.pt", "trainer.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
 @dataclass
@@ -45,8 +57,10 @@ def _tensor_bytes(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def _safe_load(data: bytes) -> Any:
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+def _brief(error: BaseException) -> str:
+    """An error as one short line: its type and message."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text:.300}"
 
 
 def save_checkpoint(
@@ -60,8 +74,8 @@ def save_checkpoint(
     name = checkpoint_name(int(manifest["env_steps"]))
     manifest = {"format": FORMAT_VERSION, "created": time.time(), **manifest, "name": name}
     files = {
-        "weights.pt": _tensor_bytes({k: v.detach().cpu() for k, v in weights.items()}),
-        "trainer.pt": _tensor_bytes(trainer),
+        WEIGHTS: _tensor_bytes({k: v.detach().cpu() for k, v in weights.items()}),
+        TRAINER: _tensor_bytes(trainer),
         CHECKPOINT_MARKER: json.dumps(manifest, indent=2, sort_keys=True).encode(),
     }
     uri = store.save(name, files)
@@ -85,17 +99,74 @@ def resolve(store: CheckpointStore, name: str | None = None) -> str | None:
     return name
 
 
+def _parse_manifest(data: bytes, path: str) -> dict[str, Any]:
+    """``manifest.json`` (at ``path``) parsed and checked against its contract."""
+    try:
+        manifest = json.loads(data)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+    problems = manifest_problems(manifest)
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    return manifest
+
+
+def _load_pt(files: dict[str, bytes], filename: str, uri: str) -> dict[str, Any]:
+    """A ``.pt`` file of the checkpoint as a dict, loaded without unpickling objects."""
+    path = f"{uri}/{filename}"
+    if filename not in files:
+        raise CheckpointError(f"{path}: missing from the checkpoint")
+    try:
+        state = torch.load(io.BytesIO(files[filename]), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a truncated or corrupt file
+        raise CheckpointError(f"{path}: truncated or corrupt ({_brief(error)})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: must hold a dict, got {type(state).__name__}")
+    return state
+
+
+def _check_policy(checkpoint: Checkpoint, uri: str) -> None:
+    """The weights fit the policy the manifest describes (keys and shapes); checked on
+    the meta device, so nothing is allocated, initialized or copied."""
+    weights = checkpoint.weights
+    bad = sorted(k for k, v in weights.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise CheckpointError(f"{uri}/{WEIGHTS}: entries that are not tensors: {bad}")
+    shadow = replace(checkpoint, weights={k: v.to("meta") for k, v in weights.items()})
+    try:
+        with torch.device("meta"):
+            policy_from_checkpoint(shadow)
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped
+        details = " ".join(line.strip() for line in str(error).splitlines()[1:])
+        raise CheckpointError(
+            f"{uri}/{WEIGHTS}: does not fit the policy {CHECKPOINT_MARKER} describes: "
+            f"{details or str(error):.300}"
+        ) from error
+    except Exception as error:  # the spaces or learner config build no policy
+        raise CheckpointError(
+            f"{uri}/{CHECKPOINT_MARKER}: describes no policy this code builds ({_brief(error)})"
+        ) from error
+
+
+def read_manifest(store: CheckpointStore, name: str) -> dict[str, Any]:
+    """Checkpoint ``name``'s validated manifest, without loading its tensors."""
+    return _parse_manifest(
+        store.read(name, CHECKPOINT_MARKER), f"{store.uri_of(name)}/{CHECKPOINT_MARKER}"
+    )
+
+
 def load_checkpoint(store: CheckpointStore, name: str | None = None) -> Checkpoint:
+    """Checkpoint ``name`` (see :func:`resolve`), validated; FileNotFoundError if there
+    is none, :class:`CheckpointError` if it is unusable."""
     resolved = resolve(store, name)
     if resolved is None:
         raise FileNotFoundError(f"no checkpoint in {store.uri}")
-    files = store.load(resolved)
-    manifest = json.loads(files[CHECKPOINT_MARKER])
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {resolved} has format {manifest.get('format')}")
-    return Checkpoint(
+    files, uri = store.load(resolved), store.uri_of(resolved)
+    checkpoint = Checkpoint(
         name=resolved,
-        manifest=manifest,
-        weights=_safe_load(files["weights.pt"]),
-        trainer=_safe_load(files["trainer.pt"]),
+        manifest=_parse_manifest(files[CHECKPOINT_MARKER], f"{uri}/{CHECKPOINT_MARKER}"),
+        weights=_load_pt(files, WEIGHTS, uri),
+        trainer=_load_pt(files, TRAINER, uri),
     )
+    _check_policy(checkpoint, uri)
+    return checkpoint

@@ -3,12 +3,19 @@
 ``conf/config.yaml`` starts from the ``turnwise`` schema below, so every group file
 and every command-line override is checked against these dataclasses at compose
 time: a misspelled key or a wrong type fails before Ray starts, naming the key.
-Library options pass through as one mapping (``ray.init``, ``env.kwargs``).
+:data:`RULES` holds the valid range of every numeric and enum-valued field, checked
+by :func:`to_config` (``actors.num_cpus=-1: must be >= 0 (CPUs per rollout actor)``);
+:func:`check_command_line` turns all of these, Hydra's type errors included, into one
+message without a traceback. Library options pass through as one mapping
+(``ray.init``, ``env.kwargs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,11 +202,10 @@ def _schema_node() -> Any:
 
 
 def register_configs() -> None:
-    """Register the schema ("turnwise") and one schema per group ("<group>_schema")."""
-    store = ConfigStore.instance()
-    store.store(name="turnwise", node=_schema_node())
-    for group, node in GROUPS.items():
-        store.store(group=group, name=f"{group}_schema", node=node)
+    """Register the schema ("turnwise"): the group files merge into it, so each is
+    checked against its section's dataclass without a schema of its own (which
+    ``--help`` would list as a group option)."""
+    ConfigStore.instance().store(name="turnwise", node=_schema_node())
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -220,7 +226,8 @@ def compose_config(overrides: list[str] | None = None) -> Config:
 
 def to_config(cfg: Any) -> Config:
     """The composed DictConfig as a :class:`Config`, refusing keys the schema lacks
-    (Hydra's ``+key=value`` can add them past struct mode)."""
+    (Hydra's ``+key=value`` can add them past struct mode) and values :data:`RULES`
+    refuses (ValueError naming each key and what is valid)."""
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(cfg, resolve=True)
@@ -228,7 +235,9 @@ def to_config(cfg: Any) -> Config:
     unknown = list(_unknown_keys(Config, data, ""))
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; see turnwise/config.py for the schema")
-    return OmegaConf.to_object(cfg)
+    config = OmegaConf.to_object(cfg)
+    check_values(config)
+    return config
 
 
 def _unknown_keys(schema: type, data: dict[str, Any], prefix: str):
@@ -244,3 +253,236 @@ def _unknown_keys(schema: type, data: dict[str, Any], prefix: str):
         )
         if nested is not None and isinstance(value, dict):
             yield from _unknown_keys(nested, value, f"{prefix}{key}.")
+
+
+# -- value checks -------------------------------------------------------------------------
+# The valid values of the enum-valued fields; the code that reads each field accepts these.
+SIMULATOR_MODES = ("inprocess", "connect", "launch")  # actors/envs.py
+VECTORIZATIONS = ("auto", "sync")  # actors/envs.py
+NORMALIZER_KINDS = ("window", "none")  # turnwise/policy/network.py reads these
+LR_SCHEDULES = ("constant", "linear")  # learner/ppo.py reads these
+CORRECTIONS = ("vtrace", "none")  # learner/ppo.py
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A field's valid values: ``ok(value)``; else it ``must`` be ..., and ``what`` it is."""
+
+    ok: Callable[[Any], bool]
+    must: str
+    what: str
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """``key=value: must be ... (what)``, or None where the value is valid."""
+        try:
+            valid = bool(self.ok(value))
+        except (TypeError, ValueError):  # a value of another type (a Config built in code)
+            valid = False
+        return None if valid else f"{key}={_show(value)}: must be {self.must} ({self.what})"
+
+
+def _show(value: Any) -> str:
+    """A value as an override would spell it (``-1`` for -1.0, ``''`` for empty)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) and value else repr(value)
+
+
+def at_least(low: float, what: str) -> Rule:
+    return Rule(lambda v: v >= low, f">= {low}", what)
+
+
+def above(low: float, what: str) -> Rule:
+    return Rule(lambda v: v > low, f"> {low}", what)
+
+
+def within(low: float, high: float, what: str, low_open: bool = False) -> Rule:
+    bracket = "(" if low_open else "["
+    return Rule(
+        lambda v: (low < v if low_open else low <= v) and v <= high,
+        f"in {bracket}{low}, {high}]",
+        what,
+    )
+
+
+def one_of(choices: Sequence[Any], what: str) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(map(str, choices)), what)
+
+
+# Per config dataclass, the rule of each field it checks: every numeric field has one.
+RULES: dict[type, dict[str, Rule]] = {
+    SimulatorConfig: {
+        "mode": one_of(SIMULATOR_MODES, "where the env runs"),
+        "timeout_s": above(0, "seconds of silence before a simulator counts as dead"),
+        "connect_retries": at_least(1, "connection attempts to a simulator"),
+    },
+    EnvConfig: {"vectorization": one_of(VECTORIZATIONS, "how an actor batches its envs")},
+    ActorsConfig: {
+        "num_actors": at_least(1, "rollout actors"),
+        "envs_per_actor": at_least(1, "environments each actor steps"),
+        "fragment_length": at_least(1, "steps per env in one batch"),
+        "max_in_flight": at_least(1, "sample() calls outstanding per actor"),
+        "num_cpus": at_least(0, "CPUs per rollout actor"),
+        "max_restarts": at_least(-1, "Ray restarts of a crashed actor; -1: always"),
+    },
+    NormalizerConfig: {
+        "kind": one_of(NORMALIZER_KINDS, "observation normalizer"),
+        "window_env_steps": at_least(1, "env steps the normalizer statistics reach back"),
+        "clip": above(0, "bound of normalized observations"),
+    },
+    PPOConfig: {
+        "lr": above(0, "Adam learning rate"),
+        "lr_schedule": one_of(LR_SCHEDULES, "learning-rate schedule"),
+        "gamma": within(0, 1, "discount", low_open=True),
+        "gae_lambda": within(0, 1, "GAE / V-trace lambda"),
+        "clip": above(0, "PPO ratio clip"),
+        "epochs": at_least(1, "passes over each batch"),
+        "minibatch_size": at_least(1, "rows per gradient step"),
+        "value_coef": at_least(0, "weight of the value loss"),
+        "entropy_coef": at_least(0, "weight of the entropy bonus"),
+        "max_grad_norm": above(0, "gradient-norm clip"),
+        "target_kl": at_least(0, "approx. KL that stops a batch's epochs; 0: off"),
+        "hidden_sizes": Rule(
+            lambda v: all(size >= 1 for size in v), "a list of integers >= 1", "MLP widths"
+        ),
+        "max_policy_lag": at_least(0, "policy versions a batch may lag"),
+        "correction": one_of(CORRECTIONS, "off-policy correction"),
+        "rho_clip": above(0, "V-trace rho-bar"),
+        "c_clip": above(0, "V-trace c-bar"),
+        "device": Rule(
+            lambda v: _DEVICE.fullmatch(v) is not None,
+            "auto, cpu, cuda, cuda:N or mps",
+            "learner device",
+        ),
+        "cpu_threads": at_least(0, "torch threads of a CPU learner; 0: torch's default"),
+    },
+    CheckpointConfig: {
+        "every_env_steps": at_least(1, "env steps between checkpoints"),
+        "keep_last": at_least(0, "checkpoints kept; 0: all"),
+    },
+    EvaluatorConfig: {
+        "every_env_steps": at_least(1, "env steps between evaluations"),
+        "episodes": at_least(1, "evaluation episodes"),
+        "seed": at_least(0, "first evaluation seed"),
+        "divergence_threshold": within(0, 1, "eval/train return ratio that alerts"),
+        "num_cpus": at_least(0, "CPUs of the evaluator actor"),
+        "max_restarts": at_least(-1, "Ray restarts of a crashed evaluator; -1: always"),
+        "niceness": within(0, 19, "OS priority offset of the evaluator; 0: same priority"),
+    },
+    CloudWatchConfig: {
+        "flush_interval_s": at_least(0, "seconds between CloudWatch sends; 0: each put"),
+        "storage_resolution": one_of((1, 60), "CloudWatch storage resolution in seconds"),
+        "alarm_threshold": within(0, 1, "eval/train return ratio that alarms"),
+        "alarm_period_s": Rule(
+            lambda v: v in (10, 20, 30) or (v >= 60 and v % 60 == 0),
+            "10, 20, 30 or a multiple of 60",
+            "seconds per alarm evaluation period",
+        ),
+        "alarm_evaluation_periods": at_least(1, "periods below the threshold before ALARM"),
+    },
+    MonitoringConfig: {
+        "metrics_port": within(-1, 65535, "Prometheus port; 0: any free port, -1: off"),
+        "linger_s": at_least(0, "seconds the metrics endpoint stays up after the run"),
+    },
+    TrainConfig: {
+        "env_steps": at_least(1, "env-step budget"),
+        "max_seconds": at_least(0, "wall-clock budget in seconds; 0: none"),
+        "seed": at_least(0, "root of every seed"),
+    },
+}
+
+
+def value_problems(node: Any, prefix: str = "") -> list[str]:
+    """What :data:`RULES` finds wrong in ``node`` (a config dataclass) and its sections."""
+    rules = RULES.get(type(node), {})
+    problems: list[str] = []
+    for item in dataclasses.fields(node):
+        key, value = prefix + item.name, getattr(node, item.name)
+        if dataclasses.is_dataclass(value):
+            problems += value_problems(value, f"{key}.")
+        elif item.name in rules and (problem := rules[item.name].problem(key, value)):
+            problems.append(problem)
+    return problems
+
+
+def check_values(config: Config) -> None:
+    """Raise ValueError naming every out-of-range value (``key=value: must be ...``)."""
+    problems = value_problems(config)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+# -- the command line ---------------------------------------------------------------------
+def check_command_line(args: Sequence[str]) -> None:
+    """Compose the config ``python -m learner ARGS`` runs, before anything heavy: a wrong
+    key, type or value raises ValueError whose message names the key and what is valid.
+
+    Hydra's own flags (``--multirun``, ``-cn``) and ``hydra.*`` overrides are left to Hydra.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(arg.startswith("-") for arg in args):
+        return
+    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        compose_config(overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ValueError(_describe(error, overrides)) from None
+
+
+def _describe(error: Exception, overrides: Sequence[str]) -> str:
+    """A Hydra or OmegaConf error as one line naming the key and what is valid."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = error.__cause__ if error.__cause__ is not None else error
+    key = getattr(cause, "full_key", None)
+    if not key:
+        return str(error).split("\nConfig search path")[0].replace("\n", " ").strip()
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        return f"unknown config key {key!r}; see turnwise/config.py for the schema"
+    given = {o.lstrip("+~").partition("=")[0]: o.partition("=")[2] for o in overrides}
+    shown = f"{key}={given[key]}" if key in given else key
+    expected = _expected_type(key)
+    if expected is None:
+        return f"{shown}: {str(getattr(cause, 'msg', cause)).splitlines()[0]}"
+    rule = _rule(key)
+    return f"{shown}: must be {expected}" + (f" ({rule.what})" if rule else "")
+
+
+def _field(key: str) -> tuple[type, str, Any] | None:
+    """(the dataclass, the field name, its type) of dotted ``key``; None if not a field."""
+    node: Any = Config
+    *parents, name = key.split(".")
+    for part in parents:
+        node = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+    if not dataclasses.is_dataclass(node):
+        return None
+    hint = typing.get_type_hints(node).get(name)
+    return None if hint is None else (node, name, hint)
+
+
+def _rule(key: str) -> Rule | None:
+    found = _field(key)
+    return None if found is None else RULES.get(found[0], {}).get(found[1])
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_LIST_NAMES = {int: "a list of integers", float: "a list of numbers", str: "a list of strings"}
+
+
+def _expected_type(key: str) -> str | None:
+    """What a field's annotation asks for, in words (None: say what OmegaConf says)."""
+    found = _field(key)
+    if found is None:
+        return None
+    hint = found[2]
+    if hint in _TYPE_NAMES:
+        return _TYPE_NAMES[hint]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args and args[0] in _LIST_NAMES:
+        return _LIST_NAMES[args[0]]
+    if dataclasses.is_dataclass(hint) or origin is dict:
+        return "a mapping" + (f" ({hint.__name__} keys)" if dataclasses.is_dataclass(hint) else "")
+    return None

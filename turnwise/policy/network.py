@@ -16,11 +16,10 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from turnwise.config import NORMALIZER_KINDS
 from turnwise.policy.distributions import ActionHead, make_head
 from turnwise.policy.normalizer import WindowNormalizer
 from turnwise.policy.observations import encode, flat_size
-
-NORMALIZERS = ("window", "none")
 
 
 def mlp(sizes: Sequence[int], out: int, out_gain: float) -> nn.Sequential:
@@ -90,7 +89,7 @@ def build_policy(
     normalizer_window: int = 200_000,
     normalizer_clip: float = 10.0,
 ) -> ActorCritic:
-    if normalizer_kind not in NORMALIZERS:
+    if normalizer_kind not in NORMALIZER_KINDS:
         raise ValueError(f"normalizer.kind must be 'window' or 'none', got {normalizer_kind!r}")
     return ActorCritic(
         observation_space,
