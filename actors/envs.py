@@ -91,6 +91,13 @@ def close_launchers() -> None:
         _LAUNCHERS.popitem()[1].close()
 
 
+def stop_launched_servers() -> None:
+    """Stop this process's launched simulator servers but keep their launchers: the
+    next env launches a fresh one (the evaluator's, idle between evaluations)."""
+    for launcher in _LAUNCHERS.values():
+        launcher.close()
+
+
 def describe_env(config: EnvConfig) -> EnvInfo:
     env = make_env(config)
     try:

@@ -6,8 +6,9 @@ Layout under the run directory (apart from metrics and agent logs)::
     transitions/actor-003/part-001-000042.parquet  one transition batch
 
 Each part is written to a temporary name and renamed into place, so after a crash
-a part is either complete or absent. A restarted actor starts a new incarnation
-and never overwrites an earlier one's parts.
+a part is either complete or absent. A restarted actor starts a new incarnation,
+never overwrites an earlier one's parts, and deletes the temporary files an
+earlier life of its stream left when it was killed mid-write.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TransitionLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.incarnation = len(list(self.directory.glob("incarnation-*.json")))
         self._sequence = 0
+        remove_stale_tmp(self.directory, self.incarnation)
         write_atomic(
             self.directory / f"incarnation-{self.incarnation:03d}.json",
             json.dumps(record, indent=2, sort_keys=True).encode(),
@@ -53,6 +55,27 @@ class TransitionLog:
         os.replace(tmp, path)
         self._sequence += 1
         return path
+
+
+def remove_stale_tmp(directory: Path, incarnation: int) -> list[Path]:
+    """Delete the temporary files that earlier lives of a stream left when killed
+    mid-write (``.part-III-*.parquet.tmp`` of incarnations before ``incarnation``,
+    ``.incarnation-*.json.tmp-PID``); returns them."""
+    stale = [
+        path
+        for path in directory.glob(".part-*.parquet.tmp")
+        if _incarnation_of(path) is not None and _incarnation_of(path) < incarnation
+    ]
+    stale += directory.glob(".incarnation-*.json.tmp-*")
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _incarnation_of(tmp: Path) -> int | None:
+    """III of ``.part-III-SSSSSS.parquet.tmp``."""
+    number = tmp.name.removeprefix(".part-").split("-", 1)[0]
+    return int(number) if number.isdigit() else None
 
 
 def next_incarnation(run_dir: str | Path, actor_id: int) -> int:

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from evaluator.evaluator import Evaluator  # after argument parsing: --help stays fast
+    from turnwise.checkpoint import CheckpointError
 
     try:
         store_uri, run_dir, config = locate(args.target)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             print(json.dumps(evaluator.evaluate(), indent=2, sort_keys=True))
             return 0
-    except FileNotFoundError as error:
+    except (FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     log.info("following %s (Ctrl-C to stop)", store_uri)

@@ -17,8 +17,8 @@ from evaluator.baselines import resolve_baseline
 from evaluator.episodes import evaluation_seeds, policy_actor, run_episodes
 from evaluator.metrics import divergence, summarize
 from sims.declarations import Declarations, declarations
-from turnwise.checkpoint import load_checkpoint, resolve
-from turnwise.checkpoint_store import CHECKPOINT_MARKER, open_store
+from turnwise.checkpoint import CheckpointError, load_checkpoint, read_manifest, resolve
+from turnwise.checkpoint_store import open_store
 from turnwise.config import EnvConfig, EvaluatorConfig
 from turnwise.policy import policy_from_checkpoint
 
@@ -44,11 +44,17 @@ class EvaluationTable:
                 log.warning("skipping a torn line in %s", self.path)
         return rows
 
+    def evaluated(self) -> set[str]:
+        """Names of the checkpoints the table holds a row for."""
+        return {row["checkpoint"] for row in self.rows() if "checkpoint" in row}
+
     def append(self, row: dict[str, Any], path: Path | None = None) -> None:
+        """One row; after a line torn by a crash it starts a new line (never glued on)."""
         path = path or self.path
         if path is not None:
+            line = json.dumps(row, sort_keys=True) + "\n"
             with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row, sort_keys=True) + "\n")
+                handle.write(line if _ends_a_line(path) else "\n" + line)
 
 
 class Evaluator:
@@ -66,6 +72,7 @@ class Evaluator:
         self.config = config
         self.seeds = evaluation_seeds(config.seed, config.episodes)
         self.table = EvaluationTable(run_dir)
+        self.unreadable: set[str] = set()  # corrupt checkpoints, skipped (logged once)
         self.declared = _probe(env)
         self.baseline = resolve_baseline(config.baseline, self.declared)
         self._baseline_return: float | None = None
@@ -124,20 +131,23 @@ class Evaluator:
     def evaluate_pending(self) -> list[dict[str, Any]]:
         """Evaluate, oldest first, every checkpoint marked for evaluation that the
         table does not hold yet (so a restarted evaluator resumes where it stopped)."""
-        done = {row["checkpoint"] for row in self.table.rows()}
+        done = self.table.evaluated()
         results = []
         for name in self.store.list():
-            if name in done or not self._marked(name):
+            if name in done or name in self.unreadable:
                 continue
-            try:
-                results.append(self.evaluate(name))
-            except FileNotFoundError:
-                log.warning("checkpoint %s vanished before evaluation (retention)", name)
+            try:  # listed a moment ago, it may be gone by now (retention, an operator)
+                if self._marked(name):
+                    results.append(self.evaluate(name))
+            except FileNotFoundError as error:
+                log.warning("skipping checkpoint %s, gone before its evaluation: %s", name, error)
+            except CheckpointError as error:  # corrupt: skipped once, newer ones go on
+                self.unreadable.add(name)
+                log.error("skipping checkpoint %s, which cannot be loaded: %s", name, error)
         return results
 
     def _marked(self, name: str) -> bool:
-        manifest = json.loads(self.store.read(name, CHECKPOINT_MARKER))
-        return bool(manifest.get("evaluate"))
+        return bool(read_manifest(self.store, name).get("evaluate"))
 
     def _record(self, row: dict[str, Any]) -> None:
         self.table.append(row)
@@ -167,6 +177,15 @@ class Evaluator:
                 row["checkpoint"],
                 row["eval_return"],
             )
+
+
+def _ends_a_line(path: Path) -> bool:
+    """``path`` is empty or ends with a newline (not with a line torn by a crash)."""
+    with open(path, "rb") as handle:
+        if handle.seek(0, 2) == 0:
+            return True
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
 
 
 def _probe(env: EnvConfig) -> Declarations:

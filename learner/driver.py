@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,24 +24,32 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.envs import EnvInfo, close_launchers, describe_env
+from actors.health import ActorFailing, ActorHealth
 from actors.rollout import RolloutWorker
 from actors.transition_log import write_atomic
 from evaluator.baselines import resolve_baseline
 from evaluator.remote import RemoteEvaluator
-from learner.ppo import LR_SCHEDULES, PPOLearner
-from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog
+from learner.ppo import PPOLearner
+from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog, trim_metrics
 from monitoring.cloudwatch import CloudWatchExporter
+from monitoring.tensorboard import TensorBoardLog
 from sims.registry import user_module_path
-from turnwise.checkpoint import load_checkpoint, save_checkpoint
+from turnwise.checkpoint import (
+    CheckpointError,
+    checkpoint_name,
+    load_checkpoint,
+    read_manifest,
+    retain,
+    save_checkpoint,
+)
 from turnwise.checkpoint_store import CheckpointStore, open_store
-from turnwise.config import Config, evaluation_env
+from turnwise.config import Config, check_values, evaluation_env
 from turnwise.metrics import TrainingMetrics
 from turnwise.schema import column_numpy
 from turnwise.spaces import space_to_json
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_FAILURES = 20
 ACTOR_START_TIMEOUT_S = 300.0
 EVALUATION_DRAIN_S = 300.0  # at the end of a run, wait this long for queued evaluations
 
@@ -83,27 +92,9 @@ class TrainResult:
 
 
 def check_config(config: Config) -> None:
-    """Value checks the schema cannot express; raises ValueError naming the key."""
-    problems = {
-        "train.env_steps": config.train.env_steps > 0,
-        "train.max_seconds": config.train.max_seconds >= 0,
-        "actors.num_actors": config.actors.num_actors > 0,
-        "actors.envs_per_actor": config.actors.envs_per_actor > 0,
-        "actors.fragment_length": config.actors.fragment_length > 0,
-        "actors.max_in_flight": config.actors.max_in_flight > 0,
-        "checkpoint.every_env_steps": config.checkpoint.every_env_steps > 0,
-        "evaluator.every_env_steps": config.evaluator.every_env_steps > 0,
-        "evaluator.episodes": config.evaluator.episodes > 0,
-        "learner.minibatch_size": config.learner.minibatch_size > 0,
-        "learner.cpu_threads": config.learner.cpu_threads >= 0,
-        "monitoring.linger_s": config.monitoring.linger_s >= 0,
-        "learner.correction": config.learner.correction in ("vtrace", "none"),
-        "learner.lr_schedule": config.learner.lr_schedule in LR_SCHEDULES,
-        "learner.normalizer.kind": config.learner.normalizer.kind in ("window", "none"),
-    }
-    bad = [key for key, ok in problems.items() if not ok]
-    if bad:
-        raise ValueError(f"invalid config value(s) for {bad}")
+    """Every value against its valid range (``turnwise.config.RULES``), also for a
+    Config built in code; raises ValueError naming each key and what is valid."""
+    check_values(config)
 
 
 def checkpoint_store(config: Config, run_dir: Path) -> CheckpointStore:
@@ -142,15 +133,45 @@ def ray_init_options(config: Config) -> dict[str, Any]:
     return options
 
 
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode
+
+
+@contextmanager
+def loopback_node(enabled: bool = True) -> Iterator[None]:
+    """While a local Ray starts: Ray's single-machine mode (its default on macOS and
+    Windows), whose node address is 127.0.0.1, so that GCS, raylet, object manager,
+    workers and agents listen on loopback only. (``ray.init(_node_ip_address=
+    "127.0.0.1")`` cannot do it: Ray swaps a loopback address for a reachable one.)"""
+    from ray._private import ray_constants  # no public switch; this is the one Ray reads
+
+    if not enabled or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    saved = os.environ.get(_SINGLE_MACHINE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_MACHINE] = "0"  # the processes ray.init starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process, which imported Ray already
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop(_SINGLE_MACHINE, None)
+        else:
+            os.environ[_SINGLE_MACHINE] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+
+
 @contextmanager
 def ray_session(config: Config) -> Iterator[None]:
-    """Join ``ray.address`` (or start a local Ray); leave an already running one alone."""
+    """Join ``ray.address`` (or start a local Ray, on loopback unless ``ray.init`` names
+    a ``_node_ip_address``); leave an already running one alone."""
     if ray.is_initialized():
         yield
         return
     # "local" starts a fresh Ray even when a `ray start` cluster or RAY_ADDRESS is around:
     # an empty ray.address never joins a cluster by accident.
-    ray.init(address=config.ray.address or "local", **ray_init_options(config))
+    address, options = config.ray.address or "local", ray_init_options(config)
+    with loopback_node(address == "local" and "_node_ip_address" not in options):
+        ray.init(address=address, **options)
     try:
         yield
     finally:
@@ -173,12 +194,14 @@ class Trainer:
         self.counters = Counters()
         self.episodes = EpisodeStats()
         self._stop = threading.Event()
-        self._evaluations_before = 0
+        self._evaluations_before = self._evaluator_failures_before = 0
+        self._marked: dict[str, bool] = {}  # checkpoint name -> marked for evaluation
         self.evaluator: RemoteEvaluator | None = None
         self.telemetry = TrainingMetrics(run=run_dir.resolve().name, experiment=self.env.env_id)
         self.cloudwatch = CloudWatchExporter(  # makes no AWS call at all unless enabled
             config.monitoring.cloudwatch, run=run_dir.resolve().name, experiment=self.env.env_id
         )
+        self.tensorboard: TensorBoardLog | None = None  # opened by run() when asked for
         if config.resume:
             self._restore()
 
@@ -201,6 +224,7 @@ class Trainer:
         self.learner.load_state_dict({"model": checkpoint.weights, **checkpoint.trainer["learner"]})
         self.counters = Counters(**checkpoint.trainer["counters"])
         self._evaluations_before = self.counters.evaluations
+        self._evaluator_failures_before = self.counters.evaluator_failures
         log.info("resumed from %s at %s env steps", checkpoint.name, self.counters.env_steps)
 
     def save(self, evaluate: bool = False) -> str:
@@ -222,25 +246,60 @@ class Trainer:
             "learner": {"optimizer": state["optimizer"], "version": state["version"]},
             "counters": dataclasses.asdict(self.counters),
         }
-        uri = save_checkpoint(
-            self.store, state["model"], trainer, manifest, self.config.checkpoint.keep_last
-        )
+        uri = save_checkpoint(self.store, state["model"], trainer, manifest)  # keep_last: below
+        self._marked[checkpoint_name(self.counters.env_steps)] = evaluate
+        self._retain()
         self.telemetry.observe_checkpoint()
         return uri
+
+    def _retain(self) -> None:
+        """``checkpoint.keep_last``, sparing up to ``checkpoint.keep_awaiting_evaluation``
+        checkpoints that await evaluation (the oldest: the evaluator works oldest first),
+        so a slow or restarting evaluator still finds them."""
+        cfg = self.config.checkpoint
+        if cfg.keep_last <= 0:
+            return
+        old = self.store.list()[: -cfg.keep_last]
+        waiting = [name for name in old if self._awaits_evaluation(name)]
+        spared = waiting[: cfg.keep_awaiting_evaluation]
+        for name in waiting[cfg.keep_awaiting_evaluation :]:
+            log.warning(
+                "retention deletes %s unevaluated: more than %d checkpoints await evaluation "
+                "(checkpoint.keep_awaiting_evaluation)",
+                name,
+                cfg.keep_awaiting_evaluation,
+            )
+        retain(self.store, cfg.keep_last, protect=spared)
+
+    def _awaits_evaluation(self, name: str) -> bool:
+        evaluator = self.evaluator
+        if evaluator is None or evaluator.gone or name in evaluator.evaluated:
+            return False
+        if name not in self._marked:  # written before a resume
+            try:
+                manifest = read_manifest(self.store, name)
+            except (FileNotFoundError, CheckpointError):  # gone or corrupt: not protected
+                return False
+            self._marked[name] = bool(manifest.get("evaluate"))
+        return self._marked[name]
 
     # -- the run --------------------------------------------------------------------
     def run(self) -> TrainResult:
         self._write_run_record()
         self._serve_metrics()
         self.cloudwatch.ensure_divergence_alarm()
+        self.tensorboard = self._open_tensorboard()
         with ray_session(self.config):
             actors = self._start_actors()
             self.evaluator = self._start_evaluator()
             # every actor starts sampling at once, and start-up is not counted in steps/s
             started = [actor.ping.remote() for actor in actors]
             if self.evaluator is not None:
-                started.append(self.evaluator.actor.ready.remote())
+                started.append(self.evaluator.ready)
             ray.get(started, timeout=ACTOR_START_TIMEOUT_S)
+            self._start_counting_evaluations()
+            if self.config.resume:  # the stretch after the checkpoint is redone
+                trim_metrics(self.run_dir / "metrics.jsonl", self.counters.env_steps)
             metrics = MetricsLog(self.run_dir / "metrics.jsonl")
             progress = ConsoleProgress(
                 self.config.train.env_steps, self.counters.env_steps, self.config.train.progress
@@ -253,6 +312,7 @@ class Trainer:
                     for row in self.evaluator.drain(timeout=EVALUATION_DRAIN_S):
                         self._observe_evaluation(row)
                     self._count_evaluations()
+                    self._retain()  # the backlog spared for evaluation is evaluated now
             finally:
                 progress.close()
                 metrics.close()
@@ -263,6 +323,8 @@ class Trainer:
                 self._linger()
                 self.telemetry.close()
                 self.cloudwatch.close()
+                if self.tensorboard is not None:
+                    self.tensorboard.close()
         log.info("run finished at %s env steps; checkpoint %s", self.counters.env_steps, uri)
         return TrainResult(
             self.run_dir, self.counters, uri, self.episodes.summary()["train_return"]
@@ -314,23 +376,55 @@ class Trainer:
     def _observe_evaluation(self, row: dict[str, Any]) -> None:
         self.telemetry.observe_evaluation(row)
         self.cloudwatch.publish(row)
+        if self.tensorboard is not None:
+            self.tensorboard.evaluation(row)
+
+    def _open_tensorboard(self) -> TensorBoardLog | None:
+        cfg = self.config.monitoring
+        if not cfg.tensorboard:
+            return None
+        log_dir = cfg.tensorboard_dir or self.run_dir / "tensorboard"
+        log.info("TensorBoard scalars: tensorboard --logdir %s", log_dir)
+        return TensorBoardLog(log_dir)
+
+    def _start_counting_evaluations(self) -> None:
+        """The evaluator's table as it was before this run: on resume it may hold more
+        than the checkpoint's counters (the final checkpoint's own evaluation)."""
+        if self.evaluator is None:
+            return
+        self.evaluator.start()
+        if self.config.resume:
+            self._evaluations_before = max(self._evaluations_before, len(self.evaluator.evaluated))
 
     def _count_evaluations(self) -> None:
         if self.evaluator is not None:
             for row in self.evaluator.poll():
                 self._observe_evaluation(row)
             self.counters.evaluations = len(self.evaluator.results) + self._evaluations_before
-            self.counters.evaluator_failures = self.evaluator.failures
+            self.counters.evaluator_failures = (
+                self.evaluator.failures + self._evaluator_failures_before
+            )
+
+    def _actor_failed(self, health: ActorHealth, error: Exception, submitted: float) -> None:
+        """Count a crash once (not each call failing while Ray restarts the actor);
+        raise when the actor keeps failing."""
+        try:
+            if health.failed(error, submitted):
+                self.counters.actor_failures += 1
+                log.warning("%s failed (%s); Ray restarts it", health.name, type(error).__name__)
+            health.check()
+        except ActorFailing as failing:
+            raise failing from error
 
     def _loop(self, actors, metrics: MetricsLog, progress: ConsoleProgress) -> None:
         cfg = self.config
         weights = ray.put(self.learner.weights())
-        pending = {
-            actor.sample.remote(weights): i
+        pending: dict[ray.ObjectRef, tuple[int, float]] = {  # -> (actor, when submitted)
+            actor.sample.remote(weights): (i, time.monotonic())
             for i, actor in enumerate(actors)
             for _ in range(cfg.actors.max_in_flight)
         }
-        failures = dict.fromkeys(range(len(actors)), 0)
+        health = [ActorHealth(f"rollout actor {i}") for i in range(len(actors))]
         schedule = Schedule(self.counters.env_steps, cfg)
         started, start_steps = time.monotonic(), self.counters.env_steps
         deadline = started + cfg.train.max_seconds if cfg.train.max_seconds > 0 else float("inf")
@@ -340,21 +434,16 @@ class Trainer:
             and time.monotonic() < deadline
         ):
             [ref], _ = ray.wait(list(pending), num_returns=1)
-            i = pending.pop(ref)
+            i, submitted = pending.pop(ref)
             try:
                 batch = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
-                self.counters.actor_failures += 1
-                failures[i] += 1
-                if failures[i] > MAX_CONSECUTIVE_FAILURES:
-                    raise RuntimeError(f"rollout actor {i} keeps failing") from error
-                log.warning(
-                    "rollout actor %d failed (%s); Ray restarts it", i, type(error).__name__
-                )
-                pending[actors[i].sample.remote(weights)] = i
+                self._actor_failed(health[i], error, submitted)
+                pending[actors[i].sample.remote(weights)] = (i, time.monotonic())
                 continue
-            failures[i] = 0
-            pending[actors[i].sample.remote(weights)] = i  # keep the actor busy meanwhile
+            health[i].succeeded()
+            # keep the actor busy meanwhile
+            pending[actors[i].sample.remote(weights)] = (i, time.monotonic())
             lag = self.learner.version - int(column_numpy(batch, "policy_version").min())
             if lag > cfg.learner.max_policy_lag:
                 self.counters.dropped_batches += 1
@@ -380,6 +469,8 @@ class Trainer:
             metrics.write(row)
             self.telemetry.observe_update(row)
             self.cloudwatch.publish(row)
+            if self.tensorboard is not None:
+                self.tensorboard.update(row)
             progress.update(self.counters.env_steps, row)
             checkpoint_due, evaluation_due = schedule.due(self.counters.env_steps)
             if checkpoint_due or (evaluation_due and self.evaluator is not None):

@@ -16,8 +16,6 @@ from turnwise.config import PPOConfig
 from turnwise.policy import build_policy, numpy_weights
 from turnwise.schema import column_matrix, column_numpy
 
-LR_SCHEDULES = ("constant", "linear")
-
 
 def _rows(tensor: torch.Tensor | None) -> torch.Tensor | None:
     """(T, B, ...) as (T * B, ...)."""

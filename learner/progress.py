@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from actors.transition_log import write_atomic
 from turnwise.schema import column_numpy
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,33 @@ class MetricsLog:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def trim_metrics(path: Path, env_steps: int) -> int:
+    """Cut a metrics log back to a resumed checkpoint's ``env_steps``: drop torn lines
+    (a crash mid-write) and the rows past it (the stretch the resumed run redoes), so
+    env steps stay monotone and the next row starts a line. Rewritten atomically only
+    when something changes; returns the number of lines dropped."""
+    if not path.exists():
+        return 0
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    kept = [line for line in lines if _row_within(line, env_steps)]
+    if len(kept) == len(lines) and (not text or text.endswith("\n")):
+        return 0
+    write_atomic(path, "".join(line + "\n" for line in kept).encode())
+    dropped = len(lines) - len(kept)
+    log.info("metrics log cut back to %d env steps (%d lines dropped)", env_steps, dropped)
+    return dropped
+
+
+def _row_within(line: str, env_steps: int) -> bool:
+    """``line`` is a whole row at or before ``env_steps``."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and row.get("env_steps", 0) <= env_steps
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

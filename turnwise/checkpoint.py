@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,12 +81,19 @@ def save_checkpoint(
     }
     uri = store.save(name, files)
     store.set_pointer("latest", name)
-    if keep_last > 0:
-        protected = {name, store.pointer("best")}
-        for old in store.list()[:-keep_last]:
-            if old not in protected:
-                store.delete(old)
+    retain(store, keep_last)
     return uri
+
+
+def retain(store: CheckpointStore, keep_last: int, protect: Collection[str] = ()) -> None:
+    """Delete the checkpoints older than the newest ``keep_last`` (0: keep all), except
+    those ``latest`` and ``best`` name and those in ``protect``."""
+    if keep_last <= 0:
+        return
+    protected = {store.pointer("latest"), store.pointer("best"), *protect}
+    for old in store.list()[:-keep_last]:
+        if old not in protected:
+            store.delete(old)
 
 
 def resolve(store: CheckpointStore, name: str | None = None) -> str | None:

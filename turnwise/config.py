@@ -87,6 +87,8 @@ class CheckpointConfig:
     uri: str = ""  # local dir or s3://bucket/prefix; empty: RUN_DIR/checkpoints
     every_env_steps: int = 50_000  # checkpoint interval
     keep_last: int = 3  # older checkpoints are deleted (best is always kept)
+    keep_awaiting_evaluation: int = 8  # older ones the evaluator has yet to evaluate are
+    # spared, up to this many (the oldest); beyond it they are deleted with a warning
 
 
 @dataclass
@@ -132,6 +134,8 @@ class MonitoringConfig:
     linger_s: float = 0.0  # keep the endpoint up this long after the run so the final
     # values are scraped (set it to at least the scrape interval where that matters)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)  # off by default
+    tensorboard: bool = False  # metrics.jsonl and evaluation rows as TensorBoard scalars
+    tensorboard_dir: str = ""  # where the event files go; empty: RUN_DIR/tensorboard
 
 
 @dataclass
@@ -360,6 +364,7 @@ RULES: dict[type, dict[str, Rule]] = {
     CheckpointConfig: {
         "every_env_steps": at_least(1, "env steps between checkpoints"),
         "keep_last": at_least(0, "checkpoints kept; 0: all"),
+        "keep_awaiting_evaluation": at_least(0, "old checkpoints spared for the evaluator"),
     },
     EvaluatorConfig: {
         "every_env_steps": at_least(1, "env steps between evaluations"),
