@@ -12,6 +12,14 @@ checkpoint unless ``--checkpoint`` names one) answering one observation per requ
 - ``turnwise``: ``serving.app`` on a local Ray Serve (one replica, its defaults: dynamic
   batching, full validation, metrics).
 
+Then an overload section (``overload``, ``--only overload`` for it alone): turnwise
+with its defaults under ``--overload-concurrency`` (256) closed-loop clients for
+``--overload-seconds`` (20; 8 with ``--quick``), twice: clients that wait as long as
+``Retry-After`` says after a 503, then clients that retry at once. It reports the 503s
+(by the replica's admission control or by Serve's proxy, and how many carried
+``Retry-After``), p50/p99 of the accepted requests, and the drain time: from the end of
+the phase until the last request in flight is answered.
+
 HTTP clients are aiohttp tasks in this process, on the same machine. Latency is per
 request, client side; throughput is requests over the wall time of the timed phase.
 Writes ``benchmarks/results/serve_latency.json`` and the ``serve_latency`` section of
@@ -35,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -57,6 +65,7 @@ log = logging.getLogger("benchmarks.serve_latency")
 CONCURRENCY = (1, 8, 32)
 REQUESTS = {"full": 2_000, "quick": 200}  # timed requests per cell
 WARMUP = 50
+OVERLOAD_CONCURRENCY, OVERLOAD_SECONDS = 256, {"full": 20.0, "quick": 8.0}
 LABELS = {
     "forward": "bare forward, in-process",
     "fastapi": "minimal FastAPI + uvicorn",
@@ -232,7 +241,8 @@ def noop_serve_app():
     return serve.deployment(serve.ingress(app)(), name="Noop", max_ongoing_requests=128).bind()
 
 
-def _on_serve(make_app: Callable[[], Any], bodies, n: int) -> list[dict[str, Any]]:
+def _on_serve(make_app: Callable[[], Any], measure: Callable[[str], Any]) -> Any:
+    """``measure(url of /v1/act)`` against ``make_app()`` on a fresh local Ray Serve."""
     import ray
     from ray import serve
 
@@ -242,21 +252,24 @@ def _on_serve(make_app: Callable[[], Any], bodies, n: int) -> list[dict[str, Any
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(make_app(), name="bench", route_prefix="/")
         wait_ready(f"http://127.0.0.1:{port}/healthz")
-        url = f"http://127.0.0.1:{port}/v1/act"
-        return [dict(concurrency=c, **http_cell(url, bodies, c, n)) for c in CONCURRENCY]
+        return measure(f"http://127.0.0.1:{port}/v1/act")
     finally:
         serve.shutdown()
         ray.shutdown()
 
 
+def _cells(bodies, n: int) -> Callable[[str], list[dict[str, Any]]]:
+    return lambda url: [dict(concurrency=c, **http_cell(url, bodies, c, n)) for c in CONCURRENCY]
+
+
 def measure_serve_noop(checkpoint: str, obs, bodies, n: int) -> list[dict[str, Any]]:
-    return _on_serve(noop_serve_app, bodies, n)
+    return _on_serve(noop_serve_app, _cells(bodies, n))
 
 
 def measure_turnwise(checkpoint: str, obs, bodies, n: int) -> list[dict[str, Any]]:
     from serving.app import build_app
 
-    return _on_serve(lambda: build_app({"checkpoint": checkpoint}), bodies, n)
+    return _on_serve(lambda: build_app({"checkpoint": checkpoint}), _cells(bodies, n))
 
 
 MEASURES: dict[str, Callable[..., list[dict[str, Any]]]] = {
@@ -265,6 +278,90 @@ MEASURES: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "serve_noop": measure_serve_noop,
     "turnwise": measure_turnwise,
 }
+
+
+# -- overload: many more clients than the replica can serve ------------------------------
+class Reply(NamedTuple):
+    status: int
+    seconds: float  # client side
+    retry_after: str | None  # the header, if any
+    error: str | None  # the JSON error code of a 503, if it has one
+
+
+async def overload_run(
+    url: str, bodies: list[bytes], concurrency: int, seconds: float, honour_retry_after: bool
+) -> tuple[list[Reply], float]:
+    """Closed-loop clients for ``seconds``: every reply, and the drain time (end of the
+    phase to the last answer). Clients that honour ``Retry-After`` wait that long after
+    a 503 before their next request; the others send it at once."""
+    import aiohttp
+
+    replies: list[Reply] = []
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client(k: int) -> None:
+            while (start := time.perf_counter()) < stop_at:
+                async with session.post(url, data=bodies[k % len(bodies)], headers=headers) as r:
+                    body = await r.read()
+                retry_after = r.headers.get("Retry-After")
+                error = _error_code(body) if r.status == 503 else None
+                replies.append(Reply(r.status, time.perf_counter() - start, retry_after, error))
+                if honour_retry_after and r.status == 503 and retry_after:
+                    await asyncio.sleep(min(float(retry_after), stop_at - time.perf_counter()))
+                k += concurrency
+
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
+        return replies, time.perf_counter() - stop_at
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        return json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None  # Serve's own 503 (max_queued_requests) is plain text
+
+
+def summarize_overload(replies: list[Reply], drain_s: float, seconds: float) -> dict[str, Any]:
+    accepted = [r.seconds for r in replies if r.status == 200]
+    shed = [r for r in replies if r.status == 503]
+    ms = np.asarray(accepted or [float("nan")]) * 1000
+    return {
+        "requests": len(replies),
+        "accepted": len(accepted),
+        "shed_503": len(shed),
+        "shed_by_replica": sum(r.error == "overloaded" for r in shed),  # the rest: Serve's proxy
+        "shed_with_retry_after": sum(r.retry_after is not None for r in shed),
+        "other_errors": len(replies) - len(accepted) - len(shed),
+        "accepted_p50_ms": float(np.percentile(ms, 50)),
+        "accepted_p99_ms": float(np.percentile(ms, 99)),
+        "accepted_max_ms": float(ms.max()),
+        "accepted_rps": len(accepted) / seconds,
+        "drain_s": drain_s,
+    }
+
+
+def measure_overload(checkpoint: str, bodies, concurrency: int, seconds: float) -> list[dict]:
+    """turnwise with its defaults under ``concurrency`` closed-loop clients, first clients
+    that honour ``Retry-After``, then clients that retry at once."""
+    from serving.app import build_app
+
+    def measure(url: str) -> list[dict[str, Any]]:
+        asyncio.run(_http_run(url, bodies, 8, WARMUP))
+        rows = []
+        for honour in (True, False):
+            run = overload_run(url, bodies, concurrency, seconds, honour)
+            replies, drain_s = asyncio.run(run)
+            summary = summarize_overload(replies, drain_s, seconds)
+            rows.append({"honour_retry_after": honour, **summary})
+            time.sleep(2.0)  # let the replica's estimate settle between the phases
+        return rows
+
+    rows = _on_serve(lambda: build_app({"checkpoint": checkpoint}), measure)
+    return [{"concurrency": concurrency, "seconds": seconds, **row} for row in rows]
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -288,17 +385,55 @@ def render(report: dict[str, Any]) -> str:
         f"{(m.get('load_average') or ['?'])[0]}; other work on the machine skews the figures",
         f"- Checkpoint: {ckpt['description']} (policy version {ckpt['policy_version']})",
         f"- Date: {report['date']} ({report['mode']} mode)",
-        "",
-        "| implementation | concurrency | p50 ms | p99 ms | requests/s | errors |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    if report["results"]:
+        lines += [
+            "",
+            "| implementation | concurrency | p50 ms | p99 ms | requests/s | errors |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
     for row in report["results"]:
         lines.append(
             f"| {LABELS[row['implementation']]} | {row['concurrency']} | {row['p50_ms']:.2f} | "
             f"{row['p99_ms']:.2f} | {row['throughput_rps']:,.0f} | {row['errors']} |"
         )
-    lines += ["", interpretation(report), "<!-- serve_latency:end -->"]
+    if report["results"]:
+        lines += ["", interpretation(report)]
+    lines += [*render_overload(report.get("overload")), "<!-- serve_latency:end -->"]
     return "\n".join(lines)
+
+
+def render_overload(rows: list[dict[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    from serving.settings import ServeArgs
+
+    first, max_wait = rows[0], ServeArgs.model_fields["max_queue_wait_s"].default
+    lines = [
+        "",
+        f"### Overload: {first['concurrency']} closed-loop clients for {first['seconds']:g} s",
+        "",
+        f"turnwise with its defaults (`max_queue_wait_s` {max_wait:g} s). Each client sends "
+        "its next request as soon as the last is answered; after a 503, clients that honour "
+        "`Retry-After` wait that long first, the others retry at once. Latency is client "
+        "side; drain is the time from the end of the phase to the last answer.",
+        "",
+        "| clients | requests | accepted | 503 | of which by the replica "
+        "| 503 with Retry-After | other errors "
+        "| accepted p50 ms | accepted p99 ms | accepted max ms | accepted/s | drain s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        clients = "honour Retry-After" if row["honour_retry_after"] else "retry at once"
+        lines.append(
+            f"| {clients} | {row['requests']:,} | {row['accepted']:,} | {row['shed_503']:,} "
+            f"| {row['shed_by_replica']:,} | {row['shed_with_retry_after']:,} "
+            f"| {row['other_errors']} "
+            f"| {row['accepted_p50_ms']:.0f} | {row['accepted_p99_ms']:.0f} "
+            f"| {row['accepted_max_ms']:.0f} | {row['accepted_rps']:,.0f} "
+            f"| {row['drain_s']:.2f} |"
+        )
+    return lines
 
 
 def interpretation(report: dict[str, Any]) -> str:
@@ -350,7 +485,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_latency")
     parser.add_argument("--quick", action="store_true", help=f"{REQUESTS['quick']} per cell")
     parser.add_argument("--checkpoint", help="checkpoint, run dir or store (default: fresh)")
-    parser.add_argument("--only", nargs="*", choices=list(MEASURES), help="a subset")
+    parser.add_argument(
+        "--only", nargs="*", choices=[*MEASURES, "overload"], help="a subset of the sections"
+    )
+    parser.add_argument("--overload-concurrency", type=int, default=OVERLOAD_CONCURRENCY)
+    parser.add_argument("--overload-seconds", type=float, help="default: 20 (8 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve_latency.json")
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
@@ -363,16 +502,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     n = REQUESTS["quick" if args.quick else "full"]
     obs = random_walk_observations()
     bodies = [json.dumps({"observation": row.tolist()}).encode() for row in obs]
-    results = []
+    results, overload, sections = [], None, args.only or [*MEASURES, "overload"]
     with tempfile.TemporaryDirectory(prefix="turnwise-serve-latency-") as root:
         checkpoint, described = checkpoint_for(args, Path(root))
-        for impl in args.only or list(MEASURES):
+        for impl in (name for name in sections if name in MEASURES):
             log.info("measuring %s", LABELS[impl])
             for row in MEASURES[impl](checkpoint, obs, bodies, n):
                 log.info("  %s", {k: round(v, 2) for k, v in row.items()})
                 results.append({"implementation": impl, "label": LABELS[impl], **row})
+        if "overload" in sections:
+            seconds = args.overload_seconds or OVERLOAD_SECONDS["quick" if args.quick else "full"]
+            log.info("overload: %d clients for %g s", args.overload_concurrency, seconds)
+            overload = measure_overload(checkpoint, bodies, args.overload_concurrency, seconds)
+            for row in overload:
+                log.info("  %s", {k: round(v, 2) for k, v in row.items()})
     report = build_report(argv, args.quick, n, described, results)
-    report["load_before"] = load_before
+    report["load_before"], report["overload"] = load_before, overload
     write_json(report, args.out)
     update_section(args.markdown, "serve_latency", render(report))
     print(render(report))

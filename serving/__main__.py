@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from serving.settings import ServeArgs
+from serving.settings import HTTP_OPTIONS, ServeArgs
 from serving.source import parse_source
 from serving.web import read_token
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ray.init(address=args.address or "local")  # "local": never join a stray cluster
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": args.host, "port": args.port, **HTTP_OPTIONS})
         serve.run(build_app(options), name=APP_NAME, route_prefix="/")
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{args.port}"

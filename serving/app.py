@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve import Application
 
 from serving import inference
+from serving.admission import AdmissionController
 from serving.inference import Answer, Query, rows
 from serving.metrics import RequestMetricsMiddleware, get_metrics
 from serving.schema import ActRequestSchema, ApiError
@@ -34,6 +35,24 @@ logger = logging.getLogger(__name__)
 app = FastAPI(title="turnwise policy server", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
 app.add_middleware(RequestMetricsMiddleware)
+
+
+# Above the deployment class: ``serve.ingress`` pickles the app's routes, with the
+# module globals they use, when it decorates the class.
+def reply(answer: Answer, policy: LoadedPolicy, batched: bool) -> dict[str, Any]:
+    """The body of a ``/v1/act`` answer: the action(s), and the weights that chose them."""
+    content: dict[str, Any] = {
+        "policy_version": policy.policy_version,
+        "env_version": policy.env_version,
+        "checkpoint": policy.name,
+    }
+    if batched:
+        content["actions"] = answer.actions.tolist()
+    else:
+        content["action"] = answer.actions[0].tolist()
+    if answer.probs is not None:
+        content["probs"] = answer.probs.tolist() if batched else answer.probs[0].tolist()
+    return content
 
 
 class SpaceMismatch(ValueError):
@@ -57,6 +76,7 @@ class PolicyServer:
         self._schema: ActRequestSchema | None = None
         self._reload_error: str | None = None
         self._lock = asyncio.Lock()
+        self._admission = AdmissionController(self.args.max_queue_wait_s)
         self._apply_batch_settings()
         await self._refresh(required=self._source.checkpoint is not None)
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -167,22 +187,13 @@ class PolicyServer:
     async def act(self, request: Request) -> JSONResponse:
         check_bearer(request, self._token)
         self._require_policy()
-        body = await read_json_body(request, self.args.max_body_bytes)
-        assert self._schema is not None
-        obs, mask, batched, deterministic, return_probs = self._schema.parse(body)
-        answer, policy = await self._batched(Query(obs, deterministic, return_probs, mask))
-        content: dict[str, Any] = {
-            "policy_version": policy.policy_version,
-            "env_version": policy.env_version,
-            "checkpoint": policy.name,
-        }
-        if batched:
-            content["actions"] = answer.actions.tolist()
-        else:
-            content["action"] = answer.actions[0].tolist()
-        if answer.probs is not None:
-            content["probs"] = answer.probs.tolist() if batched else answer.probs[0].tolist()
-        return JSONResponse(content)
+        with self._admission.admit(request.receive) as receive:  # before the body: cheap
+            watched = Request(request.scope, receive)
+            body = await read_json_body(watched, self.args.max_body_bytes, self.args.body_timeout_s)
+            assert self._schema is not None
+            obs, mask, batched, deterministic, return_probs = self._schema.parse(body)
+            answer, policy = await self._batched(Query(obs, deterministic, return_probs, mask))
+        return JSONResponse(reply(answer, policy, batched))
 
     @app.get("/v1/policy")
     async def policy(self, request: Request) -> JSONResponse:
@@ -191,6 +202,8 @@ class PolicyServer:
         limits = {
             "max_request_rows": self.args.max_request_rows,
             "max_body_bytes": self.args.max_body_bytes,
+            "body_timeout_s": self.args.body_timeout_s,
+            "max_queue_wait_s": self.args.max_queue_wait_s,
             "check_bounds": self.args.check_bounds,
         }
         settings = self._settings.model_dump()

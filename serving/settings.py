@@ -11,15 +11,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Serve deployment options the server starts from; ``deployment`` in the builder
 # arguments (or the ``deployments:`` section of a Serve config file) overrides them.
+# Serve hands a request to a replica before its body is read, so a replica's Serve slots
+# are many and cheap (a request still reading its body holds one); the work admitted is
+# bounded by time in the replica instead (``max_queue_wait_s``, serving/admission.py).
 DEFAULT_DEPLOYMENT: dict[str, Any] = {
     "num_replicas": 1,
-    "max_ongoing_requests": 128,  # per replica; >= max_batch_size keeps batches full
-    "max_queued_requests": 256,  # per caller (proxy); beyond it Serve answers 503 at once
+    "max_ongoing_requests": 512,  # per replica; >= max_batch_size keeps batches full
+    "max_queued_requests": 64,  # per caller (proxy), once every replica holds 512: 503 at once
+    "backpressure_config": {"retry_after_s": 1},  # Serve's own 503s carry Retry-After: 1
     "ray_actor_options": {"num_cpus": 1},
     "health_check_period_s": 5.0,
     "graceful_shutdown_timeout_s": 10.0,
     "max_constructor_retry_count": 3,  # a checkpoint that does not load fails the deploy soon
 }
+
+
+# Serve's HTTP proxy (``serve.start(http_options=...)``, ``http_options`` of a Serve config
+# file) as ``python -m serving`` starts it: any request still unanswered after
+# ``request_timeout_s`` is cancelled with a plain-text 408, a last resort behind the
+# replica's own ``body_timeout_s`` and ``max_queue_wait_s``.
+HTTP_OPTIONS: dict[str, Any] = {"request_timeout_s": 30}
 
 
 class PolicySettings(BaseModel):
@@ -46,6 +57,9 @@ class ServeArgs(PolicySettings):
     checkpoint: str  # checkpoint dir, run dir, store path or s3:// URI (see serving.source)
     max_request_rows: int = Field(128, ge=1)  # observations in one request
     max_body_bytes: int = Field(1 << 20, ge=1024)  # larger request bodies get 413
+    body_timeout_s: float = Field(10.0, gt=0, le=600)  # a body not read by then gets 408
+    # shed (503 + Retry-After) a request expected to wait longer in the replica; 0: never
+    max_queue_wait_s: float = Field(0.5, ge=0, le=60)
     check_bounds: bool = True  # refuse observations outside the space's low/high
     token_env: str | None = None  # env var holding the bearer token; None: no auth
     deployment: dict[str, Any] = Field(default_factory=dict)  # Serve deployment options

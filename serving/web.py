@@ -6,6 +6,7 @@ no handler ever returns a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -53,8 +54,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _internal_error)
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The body of a JSON request: 415 for another content type, 413 beyond ``limit``."""
+async def read_json_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The body of a JSON request: 415 for another content type, 413 beyond ``limit``,
+    408 if it is not all received within ``timeout_s`` (slow or short of its length)."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != JSON_MEDIA_TYPE:
         raise ApiError(
@@ -72,6 +74,15 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             raise ApiError(400, "bad_request", "invalid Content-Length header")
         if int(length) > limit:
             raise too_large
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_stream(request, too_large, limit)
+    except TimeoutError:
+        assert timeout_s is not None  # only a deadline expires
+        raise body_timeout(timeout_s) from None
+
+
+async def _read_stream(request: Request, too_large: ApiError, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -79,6 +90,18 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def body_timeout(timeout_s: float) -> ApiError:
+    """408 for a body still incomplete at its deadline; the connection is closed, since
+    the rest of that body would be read as the next request."""
+    return ApiError(
+        408,
+        "body_timeout",
+        f"request body not received within {timeout_s:g} s",
+        expected=f"the whole body (Content-Length bytes) within {timeout_s:g} s",
+        headers={"Connection": "close"},
+    )
 
 
 def read_token(env_var: str | None) -> str | None:
