@@ -9,6 +9,7 @@ import gymnasium
 
 WAREHOUSE_ID = "Warehouse-v0"
 LQR_ID = "LinearQuadratic-v0"
+INVENTORY_ID = "Inventory-v0"
 
 if WAREHOUSE_ID not in gymnasium.registry:
     gymnasium.register(
@@ -22,4 +23,11 @@ if LQR_ID not in gymnasium.registry:
         id=LQR_ID,
         entry_point="sims.lqr:LinearQuadraticEnv",
         vector_entry_point="sims.lqr:LinearQuadraticVectorEnv",
+    )
+
+if INVENTORY_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=INVENTORY_ID,
+        entry_point="sims.inventory.env:InventoryEnv",
+        vector_entry_point="sims.inventory.vector:InventoryVectorEnv",
     )
