@@ -1,10 +1,11 @@
-"""Replay a logged episode: print it step by step, or re-simulate it and check it.
+"""Replay a logged episode: print it step by step, re-simulate it and check it, or draw it.
 
 Usage::
 
     python -m actors.replay RUN_DIR --list [--limit N]
     python -m actors.replay RUN_DIR --episode 0.0.3.5
     python -m actors.replay RUN_DIR --episode 0.0.3.5 --verify
+    python -m actors.replay RUN_DIR --episode 0.0.3.5 --render episode.gif
 
 ``--list`` prints the run's episodes (id, logged steps, return, whether the last
 logged step ended the episode). ``--episode ID`` prints one episode as a table, a
@@ -17,9 +18,17 @@ determines (obs, reward, reward components, terminated, truncated, bootstrap_obs
 episode_return, env_version). An episode the run stopped in the middle of is
 verified as far as it was logged.
 
+``--render FILE`` re-simulates the episode the same way, in-process, with the env's
+render on, and draws it where it replays exactly: ``.gif`` an animation (one frame
+after the reset and one after each step, at the env's ``render_fps``), ``.png`` a strip
+of up to :data:`STRIP_FRAMES` frames evenly spaced (the first and last included), both
+from the ``rgb_array`` render; ``.txt`` the ``ansi`` (text) render, frame after frame.
+Each frame is captioned with the step, the action, its reward and the return so far.
+
 Exit status: 0 success, 1 the re-simulation differs from the log (the first
 difference is named: step, field, logged and re-simulated values), 2 a usage
-problem (no such run directory, no transitions, unknown episode).
+problem (no such run directory, no transitions, unknown episode, an env that cannot
+draw itself in the format asked for).
 
 :func:`verify_episode` does the same check in-process and returns a
 :class:`VerifyResult`.
@@ -28,12 +37,14 @@ problem (no such run directory, no transitions, unknown episode).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gymnasium
 import numpy as np
@@ -48,13 +59,27 @@ from actors.transition_log import part_files, transitions
 from sims import WAREHOUSE_ID
 from sims.warehouse import observation
 from sims.warehouse.layout import ACTION_NAMES
-from turnwise.config import EnvConfig, env_config_from_dict
+from turnwise.config import EnvConfig, SimulatorConfig, env_config_from_dict
 from turnwise.policy.distributions import ActionHead, make_head
 from turnwise.policy.observations import encode, stack
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 LIST_LIMIT = 50  # episodes --list shows unless told otherwise
 NO_WRAP = 10_000  # console width when the output is not a terminal
 OBS_PREVIEW = 4  # observation values shown as the key state of envs we cannot decode
+
+RenderMode = Literal["rgb_array", "ansi"]
+RENDER_MODES: dict[str, RenderMode] = {".gif": "rgb_array", ".png": "rgb_array", ".txt": "ansi"}
+STRIP_FRAMES = 16  # frames a --render PNG strip shows, evenly spaced
+STRIP_COLUMNS = 8  # frames per row of the strip
+STRIP_GAP = 4  # pixels between the strip's frames
+DEFAULT_FPS = 4.0  # GIF frames per second for an env that declares no render_fps
+LAST_FRAME_MS = 2000  # the GIF holds its last frame this long before it loops
+MIN_FRAME_WIDTH = 240  # pixels: room for the caption under a narrow frame
+CAPTION_PIXELS = 34  # height of the two caption lines under each frame
+CAPTION_FONT = 12
 
 
 class ReplayError(Exception):
@@ -215,8 +240,11 @@ def verify_episode(run_dir: str | Path, episode_id: str) -> VerifyResult:
     return verify_table(load_episode(run, episode_id), load_env_config(run))
 
 
-def verify_table(table: pa.Table, config: EnvConfig) -> VerifyResult:
-    """Verify one episode's rows (sorted by step) against a fresh env built from ``config``."""
+def verify_table(
+    table: pa.Table, config: EnvConfig, drawing: Drawing | None = None
+) -> VerifyResult:
+    """Verify one episode's rows (sorted by step) against a fresh env built from ``config``;
+    with a ``drawing``, that env renders in-process and each state is drawn into it."""
     episode_id = table.column("episode_id")[0].as_py()
     rows = table.to_pylist()
     problem = (
@@ -224,9 +252,10 @@ def verify_table(table: pa.Table, config: EnvConfig) -> VerifyResult:
     )
     if problem is not None:
         return VerifyResult(episode_id, 0, problem)
-    env = _build_env(config)
+    env = _build_env(config) if drawing is None else _render_env(config, drawing.mode)
+    draw = drawing or (lambda env: None)
     try:
-        return _resimulate(env, rows, reward_component_names(table), episode_id)
+        return _resimulate(env, rows, reward_component_names(table), episode_id, draw)
     finally:
         env.close()
 
@@ -273,13 +302,18 @@ def _check_record(first: dict) -> Mismatch | None:
 
 
 def _resimulate(
-    env: gymnasium.Env, rows: list[dict], components: list[str], episode_id: str
+    env: gymnasium.Env,
+    rows: list[dict],
+    components: list[str],
+    episode_id: str,
+    draw: Callable[[gymnasium.Env], None],
 ) -> VerifyResult:
     try:
         obs = _reset(env, rows[0])
     except Exception as error:  # a replay record the simulator rejects is a finding
         mismatch = Mismatch(0, "reset_options", rows[0]["reset_options"], f"reset raised {error!r}")
         return VerifyResult(episode_id, 0, mismatch)
+    draw(env)
     episode_return, ended = 0.0, False
     head = make_head(env.action_space)
     for row in rows:
@@ -302,6 +336,7 @@ def _resimulate(
             return VerifyResult(episode_id, step, mismatch)
         obs, episode_return = outcome.obs, outcome.episode_return
         ended = outcome.terminated or outcome.truncated
+        draw(env)
     return VerifyResult(episode_id, len(rows))
 
 
@@ -390,6 +425,141 @@ def _obs_mismatch(step: int, name: str, logged: list[float], simulated: Any) -> 
 
 def _f32(value: float | None) -> np.float32 | None:
     return None if value is None else np.float32(value)
+
+
+# -- drawing ----------------------------------------------------------------------------
+
+
+@dataclass
+class Drawing:
+    """The env's render after the reset and after each re-simulated step that matched."""
+
+    mode: RenderMode
+    frames: list[Any] = field(default_factory=list)  # RGB arrays (H, W, 3) or text
+    fps: float = DEFAULT_FPS  # the env's render_fps
+
+    def __call__(self, env: gymnasium.Env) -> None:
+        self.fps = float(env.metadata.get("render_fps") or DEFAULT_FPS)
+        self.frames.append(_picture(env, self.mode))
+
+
+def render_episode(run_dir: str | Path, episode_id: str, path: str | Path) -> VerifyResult:
+    """Re-simulate one logged episode with the env's render on and, where it replays
+    exactly, draw it to ``path`` (the format from its suffix: see the module docstring)."""
+    path = Path(path)
+    mode = render_mode_for(path)
+    run = open_run(run_dir)
+    table, config = load_episode(run, episode_id), load_env_config(run)
+    drawing = Drawing(mode)
+    result = verify_table(table, config, drawing)
+    if result.ok:
+        captions = episode_captions(table.to_pylist(), config)
+        write_frames(path, drawing.frames, captions[: len(drawing.frames)], drawing.fps)
+    return result
+
+
+def render_mode_for(path: Path) -> RenderMode:
+    if path.suffix.lower() not in RENDER_MODES:
+        raise ReplayError(f"--render writes {', '.join(RENDER_MODES)} files, not {path.name!r}")
+    return RENDER_MODES[path.suffix.lower()]
+
+
+def _render_env(config: EnvConfig, mode: RenderMode) -> gymnasium.Env:
+    """The run's env, in-process whatever simulator mode the run used, rendering ``mode``."""
+    local = dataclasses.replace(config, simulator=SimulatorConfig())
+    probe = _build_env(local)
+    try:
+        modes = list(probe.metadata.get("render_modes") or [])
+    finally:
+        probe.close()
+    if mode not in modes:
+        hint = "; --render FILE.txt draws its text render" if "ansi" in modes else ""
+        raise ReplayError(f"{config.id} has no {mode} render (its modes: {modes}){hint}")
+    return make_env(local, render_mode=mode)
+
+
+def _picture(env: gymnasium.Env, mode: RenderMode) -> np.ndarray | str:
+    name = env.spec.id if env.spec else type(env.unwrapped).__name__
+    try:
+        picture = env.render()
+    except (gymnasium.error.DependencyNotInstalled, ImportError) as error:
+        raise ReplayError(f"{name} cannot draw itself here: {error}") from error
+    if mode == "ansi" and isinstance(picture, str):
+        return picture
+    array = np.asarray(picture)
+    if mode == "ansi" or array.ndim != 3 or array.shape[-1] not in (3, 4):
+        shape = getattr(picture, "shape", type(picture).__name__)
+        raise ReplayError(f"{name}'s {mode} render returned {shape}, not a frame")
+    return array[..., :3].astype(np.uint8)
+
+
+def episode_captions(rows: list[dict], config: EnvConfig) -> list[str]:
+    """One caption per frame: the reset, then each step's action, reward and return."""
+    seed = rows[0]["episode_seed"]
+    captions = ["reset" + (f" (seed {seed})" if seed is not None else " (replay record)")]
+    total, last = 0.0, rows[-1]["step"]
+    for row in rows:
+        total += row["reward"]
+        ending = " terminated" if row["terminated"] else " truncated" if row["truncated"] else ""
+        action = _action_text(row["action"], config.id == WAREHOUSE_ID)
+        captions.append(
+            f"step {row['step']}/{last}: {action}{ending}\n"
+            f"reward {row['reward']:+.2f}, return {total:.2f}"
+        )
+    return captions
+
+
+def write_frames(path: Path, frames: list[Any], captions: list[str], fps: float) -> None:
+    """A GIF of every frame, a PNG strip of up to STRIP_FRAMES, or the text frames."""
+    if path.suffix.lower() == ".txt":
+        text = "\n".join(
+            f"{caption}\n{frame}" for frame, caption in zip(frames, captions, strict=True)
+        )
+        path.write_text(text, encoding="utf-8")
+        return
+    width = max(MIN_FRAME_WIDTH, max(frame.shape[1] for frame in frames))
+    images = [_captioned(f, c, width) for f, c in zip(frames, captions, strict=True)]
+    if path.suffix.lower() == ".gif":
+        durations = [round(1000 / fps)] * (len(images) - 1) + [LAST_FRAME_MS]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    else:
+        _strip(images).save(path, optimize=True)
+
+
+def _captioned(frame: np.ndarray, caption: str, width: int) -> Image:
+    """The frame, centred on a canvas ``width`` wide, with its caption below."""
+    from PIL import Image, ImageDraw
+
+    height = frame.shape[0]
+    canvas = Image.new("RGB", (width, height + CAPTION_PIXELS), "white")
+    canvas.paste(Image.fromarray(frame), ((width - frame.shape[1]) // 2, 0))
+    ImageDraw.Draw(canvas).multiline_text((4, height + 3), caption, fill="black", font=_font())
+    return canvas
+
+
+@cache
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=CAPTION_FONT)
+
+
+def _strip(images: list[Image]) -> Image:
+    """Up to STRIP_FRAMES of the images, evenly spaced, STRIP_COLUMNS a row."""
+    from PIL import Image
+
+    shown = sorted({int(i) for i in np.linspace(0, len(images) - 1, STRIP_FRAMES).round()})
+    columns = min(len(shown), STRIP_COLUMNS)
+    rows = -(-len(shown) // columns)
+    width, height = images[0].size
+    gap = STRIP_GAP
+    strip = Image.new(
+        "RGB", (columns * (width + gap) + gap, rows * (height + gap) + gap), (200, 200, 200)
+    )
+    for n, index in enumerate(shown):
+        row, column = divmod(n, columns)
+        strip.paste(images[index], (gap + column * (width + gap), gap + row * (height + gap)))
+    return strip
 
 
 # -- printing -------------------------------------------------------------------------
@@ -517,13 +687,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("run_dir", help="the run directory (holds config.json, transitions/)")
     parser.add_argument("--episode", metavar="ID", help='episode id, e.g. "0.0.3.5"')
     parser.add_argument("--verify", action="store_true", help="re-simulate and compare")
+    parser.add_argument(
+        "--render",
+        metavar="FILE",
+        type=Path,
+        help="re-simulate, check and draw the episode: FILE.gif, FILE.png (a strip), FILE.txt",
+    )
     parser.add_argument("--list", action="store_true", help="list the run's episodes")
     parser.add_argument("--limit", type=int, default=LIST_LIMIT, help="episodes --list shows")
     args = parser.parse_args(argv)
     if args.episode is None and not args.list:
         parser.error("give --episode ID or --list")
-    if args.verify and args.episode is None:
-        parser.error("--verify needs --episode ID")
+    if (args.verify or args.render) and args.episode is None:
+        parser.error("--verify and --render need --episode ID")
+    if args.verify and args.render:
+        parser.error("--render checks the episode as it draws it: give --render or --verify")
     return args
 
 
@@ -537,6 +715,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         result = verify_episode(run_dir, args.episode)
         print(result.message(), file=sys.stdout if result.ok else sys.stderr)
         return 0 if result.ok else 1
+    if args.render:
+        result = render_episode(run_dir, args.episode, args.render)
+        if not result.ok:
+            print(f"{result.message()}; nothing drawn", file=sys.stderr)
+            return 1
+        print(f"{result.message()}; drew it to {args.render}")
+        return 0
     print_episode(load_episode(run_dir, args.episode), load_env_config(run_dir), console)
     return 0
 

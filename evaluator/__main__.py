@@ -1,9 +1,10 @@
-"""``python -m evaluator RUN_DIR_OR_URI [--once]``: evaluate a run's checkpoints.
+"""``python -m evaluator RUN_DIR_OR_URI [--once [--record]]``: evaluate a run's checkpoints.
 
 With ``--once``: evaluate the latest checkpoint, print the results as one JSON
-object, exit (status 1 with a message when there is no checkpoint). Without it:
-follow the run, evaluating every checkpoint marked for evaluation as it appears,
-until interrupted.
+object, exit (status 1 with a message when there is no checkpoint); the run is left
+as it was unless ``--record`` appends the row to its tables (and may move ``best``).
+Without it: follow the run, evaluating every checkpoint marked for evaluation as it
+appears, until interrupted.
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--once", action="store_true", help="evaluate the latest checkpoint, print JSON"
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="with --once: append the row to evaluations.jsonl (and alerts), promote best",
+    )
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between polls")
     args = parser.parse_args(argv)
+    if args.record and not args.once:
+        parser.error("--record goes with --once (following a run always records)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from evaluator.evaluator import Evaluator  # after argument parsing: --help stays fast
     from turnwise.checkpoint import CheckpointError
@@ -60,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         env, settings = evaluator_settings(config)
         evaluator = Evaluator(store_uri, env, settings, run_dir)
         if args.once:
-            print(json.dumps(evaluator.evaluate(), indent=2, sort_keys=True))
+            row = evaluator.evaluate(record=args.record)
+            print(json.dumps(row, indent=2, sort_keys=True))
             return 0
     except (FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -98,8 +98,9 @@ class Evaluator:
                 log.warning("baseline %s failed: %s", self.baseline.name, self._baseline_error)
         return self._baseline_return
 
-    def evaluate(self, name: str | None = None) -> dict[str, Any]:
-        """Evaluate one checkpoint (default: latest), record it, promote ``best``."""
+    def evaluate(self, name: str | None = None, record: bool = True) -> dict[str, Any]:
+        """Evaluate one checkpoint (default: latest); ``record``: append the row (and any
+        alert) to the run's tables and promote ``best``."""
         checkpoint = load_checkpoint(self.store, name)
         model = policy_from_checkpoint(checkpoint)  # normalizer frozen: eval never updates it
         started = time.monotonic()
@@ -117,7 +118,9 @@ class Evaluator:
             "train_return": checkpoint.manifest.get("train_return"),
         }
         self._seen_states |= {(e.seed, k) for e in episodes for k in e.visits}
-        row["eval_train_ratio"] = divergence(row["eval_return"], row["train_return"])
+        row["eval_train_ratio"] = divergence(
+            row["eval_return"], row["train_return"], row["env_steps"], baseline_return
+        )
         row["divergence_alert"] = bool(
             row["eval_train_ratio"] is not None
             and row["eval_train_ratio"] < self.config.divergence_threshold
@@ -125,7 +128,8 @@ class Evaluator:
         row["seconds"] = time.monotonic() - started
         row["evaluated_at"] = time.time()  # minus the checkpoint's "created": the lag
         row["checkpoint_created"] = checkpoint.manifest.get("created")
-        self._record(row)
+        if record:
+            self._record(row)
         return row
 
     def evaluate_pending(self) -> list[dict[str, Any]]:
@@ -153,11 +157,14 @@ class Evaluator:
         self.table.append(row)
         if row["divergence_alert"]:
             log.warning(
-                "ALERT eval/train return ratio %.3f < %.2f at %s env steps (%s)",
+                "ALERT eval/train divergence %.2f < %.2f at %s env steps (%s): eval return "
+                "%.2f, train return %.2f",
                 row["eval_train_ratio"],
                 self.config.divergence_threshold,
-                row["env_steps"],
+                f"{row['env_steps']:,}",
                 row["checkpoint"],
+                row["eval_return"],
+                row["train_return"],
             )
             alert = {
                 "alert": "EvalTrainDivergence",

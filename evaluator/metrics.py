@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from evaluator.episodes import Episode
+from evaluator.visitation import visitation_fields
 from sims.declarations import Declarations
 
 
@@ -106,6 +107,7 @@ def summarize(
         "visited_states": len({(e.seed, key) for e in episodes for key in e.visits}),
         "visitation_entropy": visitation_entropy(episodes),
         "visitation_grid": visitation_grid(episodes) if declared.grid else None,
+        **visitation_fields(episodes, declared),  # per layout / per cell: the pictures
         "reward_components": {
             n: float(np.mean([e.components.get(n, 0.0) for e in episodes])) for n in names
         },
@@ -128,9 +130,38 @@ def fraction_of_baseline(value: float, baseline: float | None) -> float | None:
     return ratio if baseline > 0 else 2.0 - ratio
 
 
-def divergence(eval_return: float, train_return: float | None) -> float | None:
-    """Evaluation return over training return at the same point; None where the
-    training return is not positive (the ratio would not mean anything)."""
-    if train_return is None or not np.isfinite(train_return) or train_return <= 0:
+DIVERGENCE_WARMUP_ENV_STEPS = 400_000  # checkpoints before this never alert: the greedy
+# evaluation of a still stochastic policy lags its training return by design
+DIVERGENCE_FLOOR = 0.1  # the shortfall's scale is at least this share of |baseline return|
+
+
+def divergence(
+    eval_return: float,
+    train_return: float | None,
+    env_steps: int,
+    baseline_return: float | None = None,
+) -> float | None:
+    """How much of the training return the evaluation keeps: ``1 - (train - eval) /
+    scale`` with ``scale = max(|train|, DIVERGENCE_FLOOR * |baseline|)``. For a training
+    return above the floor that is ``eval / train`` where it is positive, and one minus
+    the excess cost as a share of training's where it is negative (a cost); a
+    training return near zero is measured against a tenth of the baseline's. None
+    during the warm-up (``env_steps < DIVERGENCE_WARMUP_ENV_STEPS``), without a finite
+    training return, or with a zero scale.
+
+    >>> divergence(8.0, 10.0, 400_000), divergence(-300.0, -200.0, 400_000)
+    (0.8, 0.5)
+    >>> divergence(-1.0, 0.5, 400_000, baseline_return=30.0)  # floor: 3.0, not 0.5
+    0.5
+    >>> divergence(-1.0, 28.0, 200_000) is None  # warm-up
+    True
+    """
+    if env_steps < DIVERGENCE_WARMUP_ENV_STEPS:
         return None
-    return eval_return / train_return
+    if train_return is None or not np.isfinite(train_return):
+        return None
+    floor = DIVERGENCE_FLOOR * abs(baseline_return) if baseline_return else 0.0
+    scale = max(abs(train_return), floor)
+    if scale == 0:
+        return None
+    return 1.0 - (train_return - eval_return) / scale

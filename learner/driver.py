@@ -30,7 +30,13 @@ from actors.transition_log import write_atomic
 from evaluator.baselines import resolve_baseline
 from evaluator.remote import RemoteEvaluator
 from learner.ppo import PPOLearner
-from learner.progress import ConsoleProgress, EpisodeStats, MetricsLog, trim_metrics
+from learner.progress import (
+    ConsoleProgress,
+    EpisodeStats,
+    MetricsLog,
+    evaluation_line,
+    trim_metrics,
+)
 from monitoring.cloudwatch import CloudWatchExporter
 from monitoring.tensorboard import TensorBoardLog
 from sims.registry import user_module_path
@@ -196,6 +202,7 @@ class Trainer:
         self._stop = threading.Event()
         self._evaluations_before = self._evaluator_failures_before = 0
         self._marked: dict[str, bool] = {}  # checkpoint name -> marked for evaluation
+        self._saved: tuple[int, bool, str] | None = None  # the last save: steps, marked, URI
         self.evaluator: RemoteEvaluator | None = None
         self.telemetry = TrainingMetrics(run=run_dir.resolve().name, experiment=self.env.env_id)
         self.cloudwatch = CloudWatchExporter(  # makes no AWS call at all unless enabled
@@ -248,9 +255,18 @@ class Trainer:
         }
         uri = save_checkpoint(self.store, state["model"], trainer, manifest)  # keep_last: below
         self._marked[checkpoint_name(self.counters.env_steps)] = evaluate
+        self._saved = (self.counters.env_steps, evaluate, uri)
         self._retain()
         self.telemetry.observe_checkpoint()
         return uri
+
+    def _save_final(self) -> str:
+        """The final checkpoint; the loop's last one where it is of this very env step and
+        marked alike (saving it again wrote, and logged, the same checkpoint twice)."""
+        evaluate = self.evaluator is not None
+        if self._saved is not None and self._saved[:2] == (self.counters.env_steps, evaluate):
+            return self._saved[2]
+        return self.save(evaluate=evaluate)
 
     def _retain(self) -> None:
         """``checkpoint.keep_last``, sparing up to ``checkpoint.keep_awaiting_evaluation``
@@ -306,7 +322,7 @@ class Trainer:
             )
             try:
                 self._loop(actors, metrics, progress)
-                uri = self.save(evaluate=self.evaluator is not None)
+                uri = self._save_final()
                 if self.evaluator is not None:  # the final checkpoint is evaluated too
                     self.evaluator.request()
                     for row in self.evaluator.drain(timeout=EVALUATION_DRAIN_S):
@@ -374,6 +390,10 @@ class Trainer:
         write_atomic(self.run_dir / "metrics_endpoint", url.encode())
 
     def _observe_evaluation(self, row: dict[str, Any]) -> None:
+        if row.get("divergence_alert"):
+            log.warning("%s  ALERT divergence %.2f", evaluation_line(row), row["eval_train_ratio"])
+        else:
+            log.info("%s", evaluation_line(row))
         self.telemetry.observe_evaluation(row)
         self.cloudwatch.publish(row)
         if self.tensorboard is not None:

@@ -7,7 +7,10 @@
 - ``returns.png``: training and evaluation return over env steps, with the oracle;
 - ``health.png``: the six health metrics over env steps (inference latency from a
   serving ``/metrics`` page when one is given, else marked "not served");
-- ``visitation.png``: the last evaluation's state visits per warehouse grid cell;
+- ``visitation.png`` (grid envs): the last evaluation's first episodes, one panel per
+  layout, each drawn by its env from the episode's seed with visits painted on its floor;
+- ``coverage.png`` (other envs): distinct states visited per evaluation, and where the
+  last evaluation's states lie in each observation number;
 - ``report.md``: final figures, alerts and links to the plots.
 """
 
@@ -26,10 +29,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize, PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
+from evaluator.visitation import (
+    MAX_CELL_NUMBERS,
+    Layouts,
+    LayoutUnavailable,
+    cell_labels,
+    evaluation_env_of,
+    layout_frames,
+    observation_space,
+    paint,
+)
 from learner.progress import read_metrics
 
 log = logging.getLogger(__name__)
@@ -38,6 +56,9 @@ ENTROPY_FLOOR = 0.02  # the ActionEntropyCollapse alert's default (monitoring/ru
 DIVERGENCE_RATIO = 0.8  # the EvalTrainReturnDivergence alert's default
 LATENCY_METRIC = "turnwise_serve_inference_latency_seconds"
 TRAIN, EVAL, ORACLE, ALERT = "tab:blue", "tab:orange", "tab:green", "tab:red"
+VISITS_CMAP = "YlOrRd"  # visits painted on a layout's floor
+VISITS_COLUMNS = 3  # layout panels per row
+VISITS_GAMMA = 0.5  # colour ~ sqrt(share): a cell crossed once stays visible beside a stall
 
 
 class ReportError(Exception):
@@ -221,33 +242,155 @@ def _plot_latency(ax: Axes, latency: Latency | None) -> None:
 
 
 def plot_visitation(run: Run, path: Path) -> bool:
-    """The last evaluation's visits per grid cell; False when it has no grid."""
-    grid = run.evaluations[-1].get("visitation_grid") if run.evaluations else None
-    if not grid:
+    """One panel per layout (the last evaluation's first episodes): the warehouse as its
+    env draws it, its floor coloured by visits; False for an env without a grid."""
+    fig = visitation_figure(run)
+    if fig is None:
         return False
-    visits = np.asarray(grid, dtype=float)
-    share = visits / max(visits.sum(), 1.0)
-    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="viridis", origin="upper")
-    fig.colorbar(image, ax=ax, label="share of visits", format="{x:.0%}")
-    if share.size <= 400:  # label the cells of a small warehouse
-        for (row, col), value in np.ndenumerate(share):
-            if visits[row, col] == 0:
-                continue  # never visited: left blank
-            color = "black" if value > 0.6 * share.max() else "white"
-            ax.text(col, row, f"{value:.1%}", ha="center", va="center", fontsize=8, color=color)
-    last = run.evaluations[-1]
-    ax.set(
-        xlabel="column",
-        ylabel="row",
-        xticks=range(share.shape[1]),
-        yticks=range(share.shape[0]),
-        title=f"State visitation at {last['env_steps']:,} env steps\n"
-        f"({last.get('episodes', '?')} evaluation episodes, {int(visits.sum()):,} state visits)",
-    )
     _save(fig, path)
     return True
+
+
+def visitation_figure(run: Run) -> Figure | None:
+    """The figure of :func:`plot_visitation`; None without per-layout visits."""
+    last = run.evaluations[-1] if run.evaluations else {}
+    panels = last.get("visitation_episodes")
+    if not panels:
+        return None
+    layouts, missing = _layouts(run, [p["seed"] for p in panels])
+    shares = [np.asarray(p["grid"], dtype=float) / max(np.sum(p["grid"]), 1) for p in panels]
+    cmap = ListedColormap(colormaps[VISITS_CMAP](np.linspace(0.15, 1.0, 256)))
+    norm = PowerNorm(VISITS_GAMMA, 0.0, max(float(s.max()) for s in shares) or 1.0)
+    cols = min(VISITS_COLUMNS, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.3 * cols + 1.2, 3.5 * rows + 1.4), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[len(panels) :]:
+        ax.remove()  # the figure's axes: one per panel, and the colour bar's
+    for ax, panel, share in zip(axes, panels, shares, strict=False):
+        _visits_panel(ax, panel, share, layouts, cmap, norm)
+    fig.colorbar(
+        ScalarMappable(norm, cmap),
+        ax=axes[: len(panels)],
+        label="share of the episode's states",
+        format="{x:.0%}",
+        shrink=0.8,
+    )
+    how = (
+        "drawn by the env from each episode's seed; floor coloured by the share of the "
+        "episode's states per cell"
+        if layouts
+        else f"layout not drawn: {missing}"
+    )
+    fig.suptitle(
+        f"State visitation at {last['env_steps']:,} env steps: the first {len(panels)} of "
+        f"{last.get('episodes', '?')} evaluation episodes, each on its own layout\n({how})",
+        fontsize=11,
+    )
+    if layouts and layouts.legend:
+        handles = [Patch(facecolor=np.array(c) / 255, label=n) for n, c in layouts.legend.items()]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7))
+    return fig
+
+
+def _layouts(run: Run, seeds: list[int]) -> tuple[Layouts | None, str]:
+    try:
+        return layout_frames(evaluation_env_of(run.path), seeds), ""
+    except LayoutUnavailable as error:
+        log.warning("visitation drawn without the layouts: %s", error)
+        return None, str(error)
+
+
+def _visits_panel(
+    ax: Axes,
+    panel: dict[str, Any],
+    share: np.ndarray,
+    layouts: Layouts | None,
+    cmap: ListedColormap,
+    norm: Normalize,
+) -> None:
+    if layouts is None:
+        ax.imshow(np.ma.masked_equal(share, 0), cmap=cmap, norm=norm)
+        height, width = share.shape
+    else:
+        frame = layouts.frames[panel["seed"]]
+        colors = lambda v: (cmap(norm(v))[:, :3] * 255).astype(np.uint8)  # noqa: E731
+        height, width = frame.shape[0] // layouts.cell, frame.shape[1] // layouts.cell
+        image = paint(frame, layouts.cell, share, colors)
+        ax.imshow(image, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    success = panel.get("success")
+    ending = "" if success is None else ", success" if success else ", no success"
+    ax.set_title(
+        f"seed {panel['seed']}\nreturn {panel['return']:.2f}, {panel['length']} steps{ending}",
+        fontsize=9,
+    )
+    ax.set_xticks(range(width) if width <= 16 else [])
+    ax.set_yticks(range(height) if height <= 16 else [])
+    ax.tick_params(labelsize=7)
+
+
+def plot_coverage(run: Run, path: Path) -> bool:
+    """For an env without a grid: distinct states over the evaluations, and where the
+    last evaluation's states lie in each observation number; False without rows."""
+    if not run.evaluations:
+        return False
+    _save(coverage_figure(run), path)
+    return True
+
+
+def coverage_figure(run: Run) -> Figure:
+    """The figure of :func:`plot_coverage`."""
+    last = run.evaluations[-1]
+    fig = Figure(figsize=(14, 5.5), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(1, 1.5))
+    fig.suptitle(_title(run, "State coverage (evaluation)"))
+    steps, states = run.series("visited_states", evaluations=True)
+    left.plot(steps, states, color=EVAL, marker="o", label="distinct states visited")
+    left.set_ylim(bottom=0)
+    left.set_xlim(0, run.max_steps() * 1.03)
+    left.xaxis.set_major_locator(MaxNLocator(5))
+    _finish(
+        left,
+        "Distinct states per evaluation",
+        f"states (per seed, summed over {last.get('episodes', '?')} episodes)",
+    )
+    _cells_panel(right, run, last)
+    return fig
+
+
+def _cells_panel(ax: Axes, run: Run, last: dict[str, Any]) -> None:
+    cells = last.get("visitation_cells")
+    if not cells:
+        _note(
+            ax,
+            "no cells to draw: the env keys its own states\n(state_key) or its "
+            f"observation has over {MAX_CELL_NUMBERS} numbers",
+        )
+        ax.set(xticks=[], yticks=[], title="Visited states per observation number")
+        return
+    counts = np.asarray(cells["counts"], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    image = ax.imshow(share, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+    ax.figure.colorbar(image, ax=ax, label="share of the visited states", format="{x:.0%}")
+    if share.size <= 200:
+        for (row, col), value in np.ndenumerate(share):
+            if counts[row, col]:
+                color = "black" if value > 0.6 else "white"
+                text = f"{value:.0%}" if value >= 0.005 else "<1%"
+                ax.text(col, row, text, ha="center", va="center", fontsize=7, color=color)
+    space = observation_space(evaluation_env_of(run.path)) if _has_config(run) else None
+    labels = cell_labels(space, len(share))
+    ax.set_yticks(range(len(share)), labels if len(labels) == len(share) else None, fontsize=8)
+    ax.set(
+        xticks=range(cells["bins"]),
+        xlabel=f"bin: {cells['bins']} equal parts of the number's range, low to high",
+        title=f"Where the visited states lie at {last['env_steps']:,} env steps "
+        "(cells of the discretised observation)",
+    )
+
+
+def _has_config(run: Run) -> bool:
+    return (run.path / "config.json").is_file()
 
 
 def _line(ax: Axes, run: Run, key: str, label: str) -> None:
@@ -413,6 +556,8 @@ def write_report(run_dir: Path, out: Path | None = None, serving: str | None = N
     plots = ["returns.png", "health.png"]
     if plot_visitation(run, out / "visitation.png"):
         plots.append("visitation.png")
+    elif plot_coverage(run, out / "coverage.png"):
+        plots.append("coverage.png")
     report = out / "report.md"
     report.write_text(summary(run, plots, latency), encoding="utf-8")
     return report

@@ -6,10 +6,12 @@ as ``{"__nd__": [dtype, shape, bytes]}``. A session opens with a handshake::
     client: {"op": "hello", "protocol": 1}
     server: {"ok": true, "protocol": 1, "spec": {"env_id": ..., "env_version": ..., ...}}
 
-then ``reset`` (seed, options), ``step`` (action), ``oracle_action``, ``close``. Every
-reply has ``ok``; a failed request answers ``{"ok": false, "error": "..."}`` and the
-session stays usable, except for framing errors, which close it. The whole protocol,
-for a server in another language: docs/simulator-protocol.md.
+then ``reset`` (seed, options), ``step`` (action), ``oracle_action``, ``close``. A
+protocol-2 hello with ``num_envs`` opens a batched session instead: ``reset_batch`` and
+``step_batch`` carry all of its envs at once. Every reply has ``ok``; a failed request
+answers ``{"ok": false, "error": "..."}`` and the session stays usable, except for
+framing errors, which close it. The whole protocol, for a server in another language:
+docs/simulator-protocol.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # what a one-env client says: every server speaks it
+BATCHED_PROTOCOL = 2  # protocol 1 plus batched sessions (a hello with num_envs)
+PROTOCOLS = (PROTOCOL_VERSION, BATCHED_PROTOCOL)  # what sims.server speaks
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
@@ -32,6 +36,8 @@ class ProtocolError(Exception):
 
 def _default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:  # a vector env's info of non-numbers: the items, in order
+            return {"__ndobj__": [list(value.shape), value.ravel().tolist()]}
         return {"__nd__": [value.dtype.str, list(value.shape), value.tobytes()]}
     if isinstance(value, np.generic):
         return value.item()
@@ -47,7 +53,20 @@ def _hook(value: dict) -> Any:
             return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
         except (TypeError, ValueError) as error:
             raise ProtocolError(f"malformed array {value['__nd__']!r:.80}: {error}") from error
+    if "__ndobj__" in value and len(value) == 1:
+        return _object_array(value["__ndobj__"])
     return value
+
+
+def _object_array(value: Any) -> np.ndarray:
+    try:
+        shape, items = value
+        array = np.empty(len(items), dtype=object)
+        for i, item in enumerate(items):  # item by item: a list item stays one object
+            array[i] = item
+        return array.reshape(shape)
+    except (TypeError, ValueError) as error:
+        raise ProtocolError(f"malformed object array {value!r:.80}: {error}") from error
 
 
 def pack(message: dict[str, Any]) -> bytes:

@@ -15,6 +15,7 @@ MODULES = [
     "evaluator.metrics",
     "turnwise.config",
     "turnwise.api",
+    "learner.progress",
 ]
 
 

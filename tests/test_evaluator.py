@@ -18,7 +18,7 @@ from conftest import make_checkpoint
 from evaluator.baselines import ORACLE
 from evaluator.episodes import evaluation_seeds, policy_actor, run_episodes
 from evaluator.evaluator import Evaluator
-from evaluator.metrics import summarize
+from evaluator.metrics import DIVERGENCE_WARMUP_ENV_STEPS, summarize
 from evaluator.remote import evaluator_actor_name
 from learner.driver import Trainer
 from sims.declarations import declarations
@@ -95,7 +95,7 @@ def test_the_oracle_scores_one_and_a_random_policy_far_lower():
 
 
 def test_every_documented_metric_is_reported(tmp_path):
-    make_checkpoint(tmp_path / "checkpoints")
+    make_checkpoint(tmp_path / "checkpoints", env_steps=DIVERGENCE_WARMUP_ENV_STEPS)
     row = Evaluator(str(tmp_path / "checkpoints"), WAREHOUSE, EVAL, str(tmp_path)).evaluate()
     for key in (
         "eval_return",
@@ -127,7 +127,9 @@ def test_best_follows_the_highest_evaluation_return(tmp_path):
 
 
 def test_divergence_alert_fires_below_the_threshold_and_is_recorded(tmp_path):
-    make_checkpoint(tmp_path / "checkpoints", train_return=500.0)  # eval far below train
+    make_checkpoint(  # eval far below train, past the warm-up
+        tmp_path / "checkpoints", env_steps=DIVERGENCE_WARMUP_ENV_STEPS, train_return=500.0
+    )
     row = Evaluator(str(tmp_path / "checkpoints"), WAREHOUSE, EVAL, str(tmp_path)).evaluate()
     assert row["eval_train_ratio"] < 0.8 and row["divergence_alert"]
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]

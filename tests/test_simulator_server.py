@@ -22,6 +22,7 @@ import torch
 from conftest import start_simulator
 
 import actors.envs
+from actors.envs import RemoteVectorEnv
 from actors.replay import verify_episode
 from actors.rollout import RolloutWorker
 from actors.transition_log import transitions
@@ -38,20 +39,6 @@ from turnwise.config import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-COMPARED = [
-    "episode_id",
-    "step",
-    "obs",
-    "action",
-    "reward",
-    "reward_deliver",
-    "reward_pick",
-    "terminated",
-    "truncated",
-    "episode_return",
-    "reset_options",
-    "env_version",
-]
 
 
 @pytest.fixture()
@@ -62,10 +49,10 @@ def server():
     process.wait()
 
 
-def worker(tmp_path: Path, env: EnvConfig, envs: int = 4) -> RolloutWorker:
+def worker(tmp_path: Path, env: EnvConfig, envs: int = 4, groups: int = 1) -> RolloutWorker:
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(Config(env=env))))
-    actors_cfg = ActorsConfig(envs_per_actor=envs, fragment_length=50)
+    actors_cfg = ActorsConfig(envs_per_actor=envs, fragment_length=50, env_groups=groups)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the same initial policy weights for every worker
         return RolloutWorker(0, env, actors_cfg, PPOConfig(hidden_sizes=[16]), 7, str(tmp_path))
@@ -77,18 +64,48 @@ def sample(w: RolloutWorker, batches: int):
         return [w.sample(None) for _ in range(batches)]
 
 
-def test_transitions_through_the_server_match_an_in_process_run(tmp_path, server):
-    _, address = server
-    local = EnvConfig(kwargs={"size": "small"}, vectorization="sync")
-    remote = EnvConfig(
-        kwargs={"size": "small"}, simulator=SimulatorConfig(mode="connect", address=address)
-    )
-    ours = sample(worker(tmp_path / "local", local), 3)
-    theirs = sample(worker(tmp_path / "remote", remote), 3)
-    for a, b in zip(ours, theirs, strict=True):
-        assert a.select(COMPARED).to_pylist() == b.select(COMPARED).to_pylist()
-    ended = sum(int(pc.sum(b.column("truncated")).as_py() or 0) for b in ours)
-    assert ended > 0  # the comparison crosses episode boundaries (autoresets)
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "vectorization", "vectorized"),
+    [
+        ("Warehouse-v0", {"size": "small"}, "auto", True),  # WarehouseVectorEnv both sides
+        ("Warehouse-v0", {"size": "small"}, "sync", False),  # a loop of WarehouseEnv
+        ("CartPole-v1", {}, "auto", False),  # Gymnasium's: no batched implementation
+        ("space_envs:Reorder-v0", {}, "auto", False),  # Tuple obs, masked MultiDiscrete
+    ],
+)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_transition_logs_in_process_and_through_the_server_are_identical(
+    tmp_path, env_id, kwargs, vectorization, vectorized, groups
+):
+    """The same seeds give the same Parquet transition log, column by column, whether
+    the envs run in-process or in a real ``python -m sims.server`` (batched sessions;
+    one group, and two overlapped): Warehouse-v0 (its batched env, and a loop), Gymnasium's
+    CartPole-v1 and a test-local env of other spaces."""
+    cwd = REPO / "tests" if ":" in env_id else REPO  # where the test-local env module is
+    process, address = start_simulator(env_id, kwargs=json.dumps(kwargs), cwd=cwd)
+    try:
+        local = EnvConfig(id=env_id, kwargs=kwargs, vectorization=vectorization)
+        remote = dataclasses.replace(local, simulator=SimulatorConfig("connect", address))
+        for name, env in (("local", local), ("remote", remote)):
+            w = worker(tmp_path / name, env, envs=8, groups=groups)
+            assert isinstance(w.envs, RemoteVectorEnv) == (name == "remote")
+            assert name == "local" or w.envs._vectorized == vectorized
+            sample(w, 3)
+            w.envs.close()
+    finally:
+        process.kill()
+        process.wait()
+    ours, theirs = (transitions(tmp_path / n).to_table() for n in ("local", "remote"))
+    assert ours.num_rows == theirs.num_rows == 3 * 50 * 8
+    assert ours.schema == theirs.schema
+    differ = [c for c in ours.column_names if not ours.column(c).equals(theirs.column(c))]
+    assert not differ, f"columns that differ: {differ}"
+    records = [
+        sorted((tmp_path / n).glob("transitions/*/incarnation-*.json")) for n in ("local", "remote")
+    ]
+    assert [p.read_text() for p in records[0]] == [p.read_text() for p in records[1]]
+    ends = pc.sum(pc.or_(ours.column("terminated"), ours.column("truncated"))).as_py()
+    assert ends >= 8  # the comparison crosses episode boundaries (autoresets)
 
 
 def test_episodes_logged_through_the_server_replay(tmp_path, server):
@@ -104,24 +121,39 @@ def test_episodes_logged_through_the_server_replay(tmp_path, server):
         assert verify_episode(tmp_path, episode).ok
 
 
-def test_a_dead_simulator_is_replaced_and_the_cut_episode_is_marked(tmp_path):
+def test_a_dead_simulator_is_replaced_and_exactly_the_cut_episodes_are_marked(tmp_path):
     config = EnvConfig(
         kwargs={"size": "small"}, simulator=SimulatorConfig(mode="launch", timeout_s=10)
     )
     actors.envs.close_launchers()  # only this test's launcher from here on
-    w = worker(tmp_path, config, envs=2)
-    w.sample(None)
+    envs = 4
+    w = worker(tmp_path, config, envs=envs)  # two batched sessions of two envs
+    assert [len(g) for g in w.envs.groups] == [2, 2]
+    before = w.sample(None)
     [launcher] = actors.envs._LAUNCHERS.values()
     launcher.process.kill()
     launcher.process.wait()
     batches = [w.sample(None) for _ in range(2)]
     assert launcher.launches >= 2  # a new server process
-    failed = [b.filter(b.column("simulator_failure")) for b in batches]
-    cut = [row for f in failed for row in f.to_pylist()]
-    assert cut and all(r["truncated"] and r["reward"] == 0.0 for r in cut)
-    assert all(b.column("obs") is not None for b in batches)
-    result = verify_episode(tmp_path, cut[0]["episode_id"])
-    assert result.ok and result.cut_by_simulator_failure
+    assert not any(before.column("simulator_failure").to_pylist())
+    failed = batches[0].column("simulator_failure").to_pylist()
+    assert failed[:envs] == [True] * envs and not any(failed[envs:])  # each env's step 0
+    assert not any(batches[1].column("simulator_failure").to_pylist())
+    cut = batches[0].filter(batches[0].column("simulator_failure")).to_pylist()
+    assert all(r["truncated"] and r["reward"] == 0.0 for r in cut)
+    last = before.slice(before.num_rows - envs).to_pylist()  # the episodes in flight
+    assert not any(r["terminated"] or r["truncated"] for r in last)
+    assert [r["episode_id"] for r in cut] == [r["episode_id"] for r in last]
+    assert [r["step"] for r in cut] == [r["step"] + 1 for r in last]
+    after = batches[0].slice(envs, envs).to_pylist()  # fresh episodes, nothing joined
+    assert all(
+        r["step"] == 0 and r["episode_id"] not in {c["episode_id"] for c in cut} for r in after
+    )
+    for row in cut:
+        result = verify_episode(tmp_path, row["episode_id"])
+        assert result.ok and result.cut_by_simulator_failure
+    for row in after:
+        assert verify_episode(tmp_path, row["episode_id"]).ok
     launcher.close()
 
 

@@ -46,6 +46,9 @@ class ActorsConfig:
     envs_per_actor: int = 128  # environments each actor steps
     fragment_length: int = 32  # steps per env in one batch (batch rows = this x envs_per_actor)
     max_in_flight: int = 1  # sample() calls outstanding per actor
+    env_groups: int = 1  # the policy acts for the envs in this many groups a step; with a
+    # remote simulator one group's step then overlaps the policy's work on the next (2
+    # pays where the simulator has CPUs of its own); part of what a seed means
     num_cpus: float = 0.5  # CPUs Ray reserves per rollout actor
     max_restarts: int = -1  # Ray restarts a crashed actor this often (-1: always)
 
@@ -327,6 +330,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "envs_per_actor": at_least(1, "environments each actor steps"),
         "fragment_length": at_least(1, "steps per env in one batch"),
         "max_in_flight": at_least(1, "sample() calls outstanding per actor"),
+        "env_groups": at_least(1, "groups an actor's envs step in"),
         "num_cpus": at_least(0, "CPUs per rollout actor"),
         "max_restarts": at_least(-1, "Ray restarts of a crashed actor; -1: always"),
     },

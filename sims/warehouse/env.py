@@ -20,6 +20,7 @@ from sims.versioning import simulator_version
 from sims.warehouse import layout, masks, observation
 from sims.warehouse.config import WarehouseConfig, make_config
 from sims.warehouse.layout import DROP, MOVES, PICK, Shift
+from sims.warehouse.render import CELL, legend, rgb_frame, text_frame
 
 # Which state variables reset with an episode and which carry over between
 # episodes. Persistent ones survive reset(); a seed starts a new world, so
@@ -58,7 +59,13 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         True
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    # render_cell_pixels (and each instance's render_legend, colour names): how the
+    # rgb_array frame draws the grid, for pictures drawn over it (evaluator/visitation.py)
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["ansi", "rgb_array"],
+        "render_fps": 4,
+        "render_cell_pixels": CELL,
+    }
     state_variables: ClassVar[Mapping[str, StateScope]] = STATE_VARIABLES
     reward_components: ClassVar[tuple[str, ...]] = REWARD_COMPONENTS
     reset_options: ClassVar[frozenset[str]] = RESET_OPTIONS
@@ -78,6 +85,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
     ) -> None:
         self.config = config or make_config(size, rewards, **overrides)
         self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_legend": legend(self.config.n_items)}
         self.version = simulator_version("warehouse", PACKAGE_DIR, self.config.to_dict())
         self.observation_space = observation.observation_space(self.config)
         self.action_space = spaces.Discrete(6)
@@ -155,15 +163,14 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
             np.array([self.current_item]),
         )[0]
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi" or self._shift is None:
+    def render(self) -> str | np.ndarray | None:
+        """The current state as text (``ansi``) or an RGB image (``rgb_array``); the
+        legend of both is in sims/warehouse/render.py."""
+        if self._shift is None or self.render_mode not in ("ansi", "rgb_array"):
             return None
-        grid = np.where(self._shift.obstacles, "#", ".").astype(object)
-        grid[self._shift.dropoff] = "D"
-        for k, (r, c) in enumerate(self._shift.shelves):
-            grid[r, c] = chr(ord("a") + k)
-        grid[self.robot] = "R" if self.carrying == 0 else chr(ord("A") + self.carrying - 1)
-        return "\n".join("".join(row) for row in grid) + "\n"
+        if self.render_mode == "ansi":
+            return text_frame(self._shift, self.robot, self.carrying)
+        return rgb_frame(self._shift, self.robot, self.carrying)
 
     # -- state exposed to oracles, evaluators and replay ----------------------------
     @property
