@@ -119,7 +119,11 @@ class Evaluator:
         }
         self._seen_states |= {(e.seed, k) for e in episodes for k in e.visits}
         row["eval_train_ratio"] = divergence(
-            row["eval_return"], row["train_return"], row["env_steps"], baseline_return
+            row["eval_return"],
+            row["train_return"],
+            row["env_steps"],
+            baseline_return,
+            self.config.divergence_warmup_env_steps,
         )
         row["divergence_alert"] = bool(
             row["eval_train_ratio"] is not None

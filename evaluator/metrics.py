@@ -130,8 +130,9 @@ def fraction_of_baseline(value: float, baseline: float | None) -> float | None:
     return ratio if baseline > 0 else 2.0 - ratio
 
 
-DIVERGENCE_WARMUP_ENV_STEPS = 400_000  # checkpoints before this never alert: the greedy
-# evaluation of a still stochastic policy lags its training return by design
+DIVERGENCE_WARMUP_ENV_STEPS = 400_000  # default of evaluator.divergence_warmup_env_steps:
+# checkpoints before it never alert (greedy evaluation of a still stochastic policy lags
+# its training return by design)
 DIVERGENCE_FLOOR = 0.1  # the shortfall's scale is at least this share of |baseline return|
 
 
@@ -140,13 +141,14 @@ def divergence(
     train_return: float | None,
     env_steps: int,
     baseline_return: float | None = None,
+    warmup: int = DIVERGENCE_WARMUP_ENV_STEPS,
 ) -> float | None:
     """How much of the training return the evaluation keeps: ``1 - (train - eval) /
     scale`` with ``scale = max(|train|, DIVERGENCE_FLOOR * |baseline|)``. For a training
     return above the floor that is ``eval / train`` where it is positive, and one minus
     the excess cost as a share of training's where it is negative (a cost); a
     training return near zero is measured against a tenth of the baseline's. None
-    during the warm-up (``env_steps < DIVERGENCE_WARMUP_ENV_STEPS``), without a finite
+    during the warm-up (``env_steps < warmup``), without a finite
     training return, or with a zero scale.
 
     >>> divergence(8.0, 10.0, 400_000), divergence(-300.0, -200.0, 400_000)
@@ -156,7 +158,7 @@ def divergence(
     >>> divergence(-1.0, 28.0, 200_000) is None  # warm-up
     True
     """
-    if env_steps < DIVERGENCE_WARMUP_ENV_STEPS:
+    if env_steps < warmup:
         return None
     if train_return is None or not np.isfinite(train_return):
         return None

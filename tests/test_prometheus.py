@@ -114,7 +114,9 @@ def short_run(tmp_path: Path, port: int, env_steps: int, every: int, *extra: str
 def test_prometheus_scrapes_the_health_metrics_of_a_training_run(tmp_path, prometheus):
     base, port = prometheus
     # the endpoint lingers past the run (3 scrape intervals), so the final values are scraped
-    trainer = short_run(tmp_path, port, 250_000, 60_000, "monitoring.linger_s=3")
+    # the divergence ratio exists from the warm-up on: here from the first evaluation
+    warmup = "evaluator.divergence_warmup_env_steps=60000"
+    trainer = short_run(tmp_path, port, 250_000, 60_000, "monitoring.linger_s=3", warmup)
     for name in (*TRAINING_SIX, "turnwise_env_steps_total", "turnwise_eval_return"):
         result = query(base, f"max_over_time({name}[10m])")
         assert result, f"{name} was never scraped"

@@ -127,7 +127,7 @@ def test_a_dead_simulator_is_replaced_and_exactly_the_cut_episodes_are_marked(tm
     )
     actors.envs.close_launchers()  # only this test's launcher from here on
     envs = 4
-    w = worker(tmp_path, config, envs=envs)  # two batched sessions of two envs
+    w = worker(tmp_path, config, envs=envs, groups=2)  # two batched sessions of two envs
     assert [len(g) for g in w.envs.groups] == [2, 2]
     before = w.sample(None)
     [launcher] = actors.envs._LAUNCHERS.values()

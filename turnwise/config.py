@@ -106,6 +106,8 @@ class EvaluatorConfig:
     episodes: int = 32  # fixed evaluation episodes
     seed: int = 1_000_000  # first evaluation seed (disjoint from training seeds)
     divergence_threshold: float = 0.8  # alert when eval return / train return falls below
+    divergence_warmup_env_steps: int = 400_000  # no divergence alert for checkpoints
+    # before this (docs/evaluation.md, "The divergence alert")
     env: EnvConfig = field(default_factory=lambda: EnvConfig(id=""))  # the fixed
     # evaluation env, a full env config; an empty env.id: the training env as configured
     baseline: str = "auto"  # auto: the env's oracle if it declares one; oracle; none; a
@@ -375,6 +377,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "episodes": at_least(1, "evaluation episodes"),
         "seed": at_least(0, "first evaluation seed"),
         "divergence_threshold": within(0, 1, "eval/train return ratio that alerts"),
+        "divergence_warmup_env_steps": at_least(0, "env steps before the alert can fire"),
         "num_cpus": at_least(0, "CPUs of the evaluator actor"),
         "max_restarts": at_least(-1, "Ray restarts of a crashed evaluator; -1: always"),
         "niceness": within(0, 19, "OS priority offset of the evaluator; 0: same priority"),
