@@ -98,3 +98,13 @@ def make_checkpoint(
         "config": dataclasses.asdict(config),
     }
     return save_checkpoint(open_store(str(store_dir)), model.state_dict(), {}, manifest)
+
+
+def timed_command(args: list[str], timeout: float = 120) -> tuple[int, str, str, float]:
+    """``python ARGS`` from the repository root: exit code, stdout, stderr and seconds
+    (the "fails fast, before Ray" tests time the whole command)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    return result.returncode, result.stdout, result.stderr, time.monotonic() - started

@@ -6,15 +6,12 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_checkpoint
+from conftest import make_checkpoint, timed_command
 
 from turnwise.checkpoint import CheckpointError, load_checkpoint, read_manifest
 from turnwise.checkpoint_store import open_store
@@ -163,17 +160,9 @@ def test_python_m_serving_fails_fast_on_a_bad_pinned_checkpoint(good_run, tmp_pa
     shutil.copytree(good_run, run)
     checkpoint = _checkpoint_dir(run)
     _edit_manifest(lambda m: m.update(policy_version="seven"))(checkpoint)
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", str(checkpoint)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-2000:]
+    code, stdout, stderr, elapsed = timed_command(["-m", "serving", str(checkpoint)])
+    output = stdout + stderr
+    assert code == 2, output[-2000:]
     assert f"{checkpoint}/manifest.json: " in output and "policy_version" in output
     assert "Traceback" not in output and "Failed to update the deployments" not in output
     assert elapsed < 30  # before Ray starts (Serve's deploy failure took about 50 s)

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import timed_command
 from hydra.errors import ConfigCompositionException
 
 from turnwise.config import CONF_DIR, GROUPS, Config, compose_config
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -57,24 +53,10 @@ def test_bad_overrides_fail_at_compose_time(override, error):
 
 
 def test_misspelled_key_on_the_command_line_fails_fast_naming_it_without_ray(tmp_path):
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "learner",
-            "+exp=warehouse",
-            "learner.lrr=0.1",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    command = ["-m", "learner", "+exp=warehouse", "learner.lrr=0.1", f"hydra.run.dir={tmp_path}"]
+    code, stdout, stderr, elapsed = timed_command(command, timeout=60)
+    output = stdout + stderr
+    assert code != 0
     assert "lrr" in output
     assert "Ray" not in output and "ray" not in output.lower().replace("array", "")
     assert elapsed < 30  # generous for a loaded CI box; typically about a second

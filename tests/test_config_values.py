@@ -4,14 +4,11 @@ valid, without a traceback (``python -m learner KEY=VALUE`` exits 2)."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-import time
 import typing
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import timed_command
 
 from turnwise.config import (
     RULES,
@@ -20,8 +17,6 @@ from turnwise.config import (
     check_values,
     value_problems,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 # override: the whole message ``python -m learner`` prints after "error: "
 CLI_CASES = {
@@ -81,18 +76,12 @@ def _sections(schema: type = Config) -> list[type]:
 
 @pytest.mark.parametrize("override", CLI_CASES)
 def test_a_bad_value_on_the_command_line_fails_fast_naming_key_and_range(override, tmp_path):
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "learner", override, f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    code, stdout, stderr, elapsed = timed_command(
+        ["-m", "learner", override, f"hydra.run.dir={tmp_path}"]
     )
-    elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-2000:]
-    assert f"error: {CLI_CASES[override]}" in result.stderr, output[-2000:]
+    output = stdout + stderr
+    assert code == 2, output[-2000:]
+    assert f"error: {CLI_CASES[override]}" in stderr, output[-2000:]
     assert "Traceback" not in output and "ray" not in output.lower().replace("array", "")
     assert elapsed < 10, f"{elapsed:.1f} s: the check must run before Ray and the learner"
 

@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "sims",
     "sims.registry",
+    "sims.seeds",
     "sims.warehouse.env",
     "evaluator.coverage",
     "evaluator.metrics",

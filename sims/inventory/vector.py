@@ -32,6 +32,7 @@ from sims.inventory.env import (
     action_space,
     observation_space,
 )
+from sims.seeds import per_env_seeds
 from sims.versioning import simulator_version
 
 
@@ -82,7 +83,7 @@ class InventoryVectorEnv(VectorEnv):
         unknown = set(options) - self.reset_options
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
-        for i, env_seed in enumerate(_per_env_seeds(seed, self.num_envs)):
+        for i, env_seed in enumerate(per_env_seeds(seed, self.num_envs)):
             if env_seed is not None or self._rngs[i] is None:
                 self._rngs[i] = seeding.np_random(env_seed)[0]
                 self.worlds[i] = None  # a seed starts a new world
@@ -151,13 +152,3 @@ class InventoryVectorEnv(VectorEnv):
     def _observations(self) -> np.ndarray:
         forecast = self.forecast[np.arange(self.num_envs), self.steps]
         return dynamics.observe(self.config, self.stock, self.pipeline, forecast)
-
-
-def _per_env_seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
-    if seed is None:
-        return [None] * n
-    if isinstance(seed, int | np.integer):
-        return [int(seed) + i for i in range(n)]
-    if len(seed) != n:
-        raise ValueError(f"expected {n} seeds, got {len(seed)}")
-    return list(seed)

@@ -24,6 +24,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from sims.seeds import per_env_seeds
 from sims.versioning import simulator_version
 from sims.warehouse import layout, masks, observation
 from sims.warehouse.config import WarehouseConfig, make_config
@@ -86,7 +87,7 @@ class WarehouseVectorEnv(VectorEnv):
         unknown = set(options) - self.reset_options
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
-        seeds = _per_env_seeds(seed, self.num_envs)
+        seeds = per_env_seeds(seed, self.num_envs)
         for i, env_seed in enumerate(seeds):
             if env_seed is not None or self._rngs[i] is None:
                 self._rngs[i], _ = seeding.np_random(env_seed)
@@ -302,13 +303,3 @@ def batched_bfs(obstacles: np.ndarray, sources: np.ndarray) -> np.ndarray:
         dist[frontier] = depth
         visited |= frontier
     return dist
-
-
-def _per_env_seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
-    if seed is None:
-        return [None] * n
-    if isinstance(seed, int | np.integer):
-        return [int(seed) + i for i in range(n)]
-    if len(seed) != n:
-        raise ValueError(f"expected {n} seeds, got {len(seed)}")
-    return list(seed)
