@@ -207,6 +207,7 @@ def test_a_reward_hacking_setup_raises_the_divergence_alert(tmp_path):
             "train.env_steps=400000",
             "evaluator.every_env_steps=100000",
             "evaluator.episodes=16",
+            "evaluator.divergence_warmup_env_steps=100000",
             "+env.kwargs.milestone_once_per_order=false",
             "+env.kwargs.rewards={deliver: 0.0}",
         ]

@@ -41,7 +41,9 @@ from turnwise.config import ActorsConfig, Config, EnvConfig, PPOConfig, compose_
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "docs" / "images"
 QUIET = ["train.progress=false", "monitoring.metrics_port=0"]
-WAREHOUSE_RUN = ["+exp=warehouse", "train.env_steps=4096", "evaluator.every_env_steps=4096"]
+# 8,192 steps over 64 envs: every env passes its 100-step shift budget at least once, so
+# whole episodes are logged however many fragments are in flight when training stops.
+WAREHOUSE_RUN = ["+exp=warehouse", "train.env_steps=8192", "evaluator.every_env_steps=8192"]
 WAREHOUSE_RUN += ["actors.envs_per_actor=32", "actors.fragment_length=32", *QUIET]
 CARTPOLE_RUN = ["+exp=cartpole", "train.env_steps=4096", "evaluator.every_env_steps=2048"]
 CARTPOLE_RUN += ["actors.envs_per_actor=8", *QUIET]
