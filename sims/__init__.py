@@ -8,6 +8,7 @@
 import gymnasium
 
 WAREHOUSE_ID = "Warehouse-v0"
+WAREHOUSE_MEMORY_ID = "Warehouse-Memory-v0"
 LQR_ID = "LinearQuadratic-v0"
 INVENTORY_ID = "Inventory-v0"
 
@@ -16,6 +17,16 @@ if WAREHOUSE_ID not in gymnasium.registry:
         id=WAREHOUSE_ID,
         entry_point="sims.warehouse.env:WarehouseEnv",
         vector_entry_point="sims.warehouse.vector:WarehouseVectorEnv",
+    )
+
+if WAREHOUSE_MEMORY_ID not in gymnasium.registry:
+    from sims.warehouse.config import MEMORY_VARIANT
+
+    gymnasium.register(
+        id=WAREHOUSE_MEMORY_ID,
+        entry_point="sims.warehouse.env:WarehouseEnv",
+        vector_entry_point="sims.warehouse.vector:WarehouseVectorEnv",
+        kwargs=MEMORY_VARIANT,
     )
 
 if LQR_ID not in gymnasium.registry:

@@ -37,6 +37,9 @@ class WarehouseConfig:
     milestone_once_per_order: bool = True  # False pays every right pick: a hackable reward
     observation: str = "flat"  # flat: one vector; dict: named parts (observation.py)
     action_mask: bool = False  # True: info["action_mask"] marks the actions that do something
+    # True: the memory variant (docs/simulator.md): an order is shown only on the step it is
+    # issued (an action then is not carried out), one delivery attempt per order
+    memory: bool = False
     rewards: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:
@@ -69,12 +72,15 @@ class WarehouseConfig:
             yield "view_radius must be >= 0"
         if self.observation not in ("flat", "dict"):
             yield f"observation must be 'flat' or 'dict', got {self.observation!r}"
+        if self.memory and (self.observation != "flat" or self.action_mask):
+            yield "memory needs observation='flat' and action_mask=False (they show the order)"
 
     @property
     def min_budget(self) -> int:
         """Steps that always suffice for the oracle: each order walks at most
-        (height + width) cells out and back (a pillar detour costs 2), plus pick and drop."""
-        return self.orders_per_shift * (2 * (self.height + self.width) + 2)
+        (height + width) cells out and back (a pillar detour costs 2), plus pick and drop
+        (and, with ``memory``, the step the order is issued on)."""
+        return self.orders_per_shift * (2 * (self.height + self.width) + 2 + int(self.memory))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +100,18 @@ SIZES: dict[str, WarehouseConfig] = {
         max_steps=600,
         stock_capacity=10,
     ),
+}
+
+# Warehouse-Memory-v0 (registered in sims/__init__.py): the small warehouse with the order
+# hidden after its issue step, one order per shift, every shelf always full (so orders are
+# uniform over the items) and a wrong pick that costs what a right one earns, split over
+# the other items (so picking every shelf to collect the milestone does not pay).
+MEMORY_VARIANT: dict[str, Any] = {
+    "memory": True,
+    "orders_per_shift": 1,
+    "max_steps": 40,
+    "initial_stock_min": 6,
+    "rewards": {"wrong_pick": -0.5},
 }
 
 

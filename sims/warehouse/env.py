@@ -39,6 +39,15 @@ STATE_VARIABLES: dict[str, StateScope] = {
     "inventory": "persistent",  # stock per item type: depletes with picks, restocks per shift
 }
 
+# The memory variant (config.memory) has two more: the order is shown only while
+# `briefing` (the step it is issued on), and `delivered` counts the orders delivered
+# right, since there a wrong delivery also closes its order.
+MEMORY_STATE_VARIABLES: dict[str, StateScope] = {
+    **STATE_VARIABLES,
+    "briefing": "episode",
+    "delivered": "episode",
+}
+
 REWARD_COMPONENTS = ("step", "progress", "pick", "deliver", "penalty")
 
 # reset() options. `persistent_state` and `shift_seed` together re-create an episode
@@ -87,6 +96,8 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_legend": legend(self.config.n_items)}
         self.version = simulator_version("warehouse", PACKAGE_DIR, self.config.to_dict())
+        if self.config.memory:
+            self.state_variables = MEMORY_STATE_VARIABLES
         self.observation_space = observation.observation_space(self.config)
         self.action_space = spaces.Discrete(6)
         self.inventory: np.ndarray | None = None
@@ -112,6 +123,8 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         self.order_index = 0
         self.pick_paid = False
         self.steps = 0
+        self.briefing = self.config.memory  # memory: the first order is being issued
+        self.delivered = 0
         info = {"inventory": self.inventory.copy(), "shift_seed": shift_seed}
         if self.config.action_mask:
             info["action_mask"] = self.action_mask()
@@ -125,8 +138,10 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         w = self.config.rewards
         parts = dict.fromkeys(REWARD_COMPONENTS, 0.0)
         parts["step"] = w.step
-        action = int(action)
-        if action in MOVES:
+        action, briefing, self.briefing = int(action), self.briefing, False
+        if briefing:
+            pass  # memory: the robot reads the order slip; the action is not carried out
+        elif action in MOVES:
             before = self._target_distance()
             self._move(MOVES[action])
             if self._target_distance() < before:
@@ -143,8 +158,8 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         truncated = not terminated and self.steps >= self.config.max_steps
         info = {
             "reward_components": parts,
-            "orders_delivered": self.order_index,
-            "is_success": terminated,
+            "orders_delivered": self.delivered,
+            "is_success": self.delivered == self.config.orders_per_shift,
         }
         if self.config.action_mask:
             info["action_mask"] = self.action_mask()
@@ -267,10 +282,14 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
         if self.carrying == 0:
             return 0.0, 0.0  # nothing to drop: a no-op
         item = self.carrying - 1
-        if self.robot == self.shift.dropoff and item == self.current_item:
+        right = item == self.current_item
+        if self.robot == self.shift.dropoff and (right or self.config.memory):
+            # delivered; in the memory variant a wrong item is shipped too: the order is lost
             self.carrying, self.pick_paid = 0, False
             self.order_index += 1
-            return w.deliver, 0.0
+            self.delivered += right
+            self.briefing = self.config.memory and self.current_item >= 0
+            return (w.deliver, 0.0) if right else (0.0, w.wrong_drop)
         if self._shelf_here() == item:
             self.carrying = 0
             self.inventory[item] += 1
@@ -297,6 +316,7 @@ class WarehouseEnv(gym.Env[np.ndarray, np.int64]):
             inventory=self.inventory[None],
             view=observation.local_view(self._padded[None], robot, cfg.view_radius),
             step=np.array([self.steps]),
+            shown=np.array([self.briefing]) if cfg.memory else None,
         )[0]
 
 

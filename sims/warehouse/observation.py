@@ -101,8 +101,11 @@ def encode(
     inventory: np.ndarray,  # (B, K) int
     view: np.ndarray,  # (B, V, V) bool
     step: np.ndarray,  # (B,) int
+    shown: np.ndarray | None = None,  # (B,) bool: memory variant, the order is shown
 ) -> np.ndarray:
-    """Assemble the observation vectors (B, D) as float32."""
+    """Assemble the observation vectors (B, D) as float32. With ``shown`` (the memory
+    variant), rows where it is False and an order is open carry zeros for the target
+    offset, at-target and the order one-hot: the order is hidden."""
     batch, k = len(robot), config.n_items
     scale = np.array([max(config.height - 1, 1), max(config.width - 1, 1)], dtype=np.float32)
     parts = [
@@ -118,7 +121,13 @@ def encode(
         view.reshape(batch, -1).astype(np.float32),
         (np.float32(1.0) - step.astype(np.float32) / np.float32(config.max_steps))[:, None],
     ]
-    return np.concatenate(parts, axis=1)
+    out = np.concatenate(parts, axis=1)
+    if shown is not None:
+        hidden = ~shown & (order_item >= 0)
+        order = 8 + 3 * k  # robot, target, at-target, drop-off, shelves, carrying
+        out[hidden, 2:5] = 0.0
+        out[hidden, order : order + k + 1] = 0.0
+    return out
 
 
 def _one_hot(index: np.ndarray, size: int) -> np.ndarray:

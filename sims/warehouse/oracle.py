@@ -13,7 +13,9 @@ every milestone, makes exactly two non-move actions per order, and every move it
 makes is along a shortest path, so it earns ``step + progress`` on each. No
 policy can do better on any term, so its return is the maximum. Every shelf has
 its own item type, so there is no choice of shelf to get wrong, and the step
-budget always suffices (``WarehouseConfig.min_budget``).
+budget always suffices (``WarehouseConfig.min_budget``). In the memory variant
+(``config.memory``) every policy also spends one step per order on its issue step,
+and a wrong delivery only loses an order, so the same argument holds.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def optimal_return(env: WarehouseEnv) -> float:
         2 * int(env.distance_map(tuple(env.shift.shelves[item]))[env.shift.dropoff])
         for item in env.shift.orders
     )
-    return n * (w.pick + w.deliver) + 2 * n * w.step + moves * (w.step + w.progress)
+    briefings = n if env.config.memory else 0  # memory: each order's issue step
+    return n * (w.pick + w.deliver) + (2 * n + briefings) * w.step + moves * (w.step + w.progress)
 
 
 class WarehouseOracle:

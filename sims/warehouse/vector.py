@@ -28,7 +28,12 @@ from sims.seeds import per_env_seeds
 from sims.versioning import simulator_version
 from sims.warehouse import layout, masks, observation
 from sims.warehouse.config import WarehouseConfig, make_config
-from sims.warehouse.env import PACKAGE_DIR, REWARD_COMPONENTS, STATE_VARIABLES
+from sims.warehouse.env import (
+    MEMORY_STATE_VARIABLES,
+    PACKAGE_DIR,
+    REWARD_COMPONENTS,
+    STATE_VARIABLES,
+)
 from sims.warehouse.layout import DROP, MOVES, PICK, UNREACHABLE
 
 # (d_row, d_col) per action id; pick and drop do not move.
@@ -54,6 +59,8 @@ class WarehouseVectorEnv(VectorEnv):
         self.config = cfg = config or make_config(size, rewards, **overrides)
         self.num_envs = num_envs
         self.version = simulator_version("warehouse", PACKAGE_DIR, cfg.to_dict())
+        if cfg.memory:
+            self.state_variables = MEMORY_STATE_VARIABLES
         self.single_observation_space = observation.observation_space(cfg)
         self.single_action_space = spaces.Discrete(6)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -74,6 +81,8 @@ class WarehouseVectorEnv(VectorEnv):
         self.order_index = np.zeros(b, dtype=np.int64)
         self.pick_paid = np.zeros(b, dtype=bool)
         self.steps = np.zeros(b, dtype=np.int64)
+        self.briefing = np.zeros(b, dtype=bool)  # memory: the order is being issued
+        self.delivered = np.zeros(b, dtype=np.int64)  # orders delivered right
         self._started = False
 
     # -- Gymnasium API -------------------------------------------------------------
@@ -118,8 +127,8 @@ class WarehouseVectorEnv(VectorEnv):
         truncated = ~terminated & (self.steps >= self.config.max_steps)
         info: dict[str, Any] = {
             "reward_components": parts,
-            "orders_delivered": self.order_index.copy(),
-            "is_success": terminated.copy(),
+            "orders_delivered": self.delivered.copy(),
+            "is_success": self.delivered == self.config.orders_per_shift,
         }
         obs = self._observations()
         done = np.flatnonzero(terminated | truncated)
@@ -184,6 +193,8 @@ class WarehouseVectorEnv(VectorEnv):
         parts = {name: zeros.copy() for name in REWARD_COMPONENTS}
         parts["step"][:] = w.step
         current, targets = self.current_items(), self.targets()
+        acting = ~self.briefing  # memory: an action on an order's issue step is not carried out
+        self.briefing[:] = False
 
         before = self._distance_to(targets)
         moved = self.robot + _DELTAS[actions]
@@ -191,14 +202,14 @@ class WarehouseVectorEnv(VectorEnv):
         inside = (moved >= 0).all(1) & (moved[:, 0] < h) & (moved[:, 1] < wd)
         clipped = np.clip(moved, 0, [h - 1, wd - 1])
         free = inside & ~self.obstacles[b, clipped[:, 0], clipped[:, 1]]
-        is_move = actions < PICK
+        is_move = (actions < PICK) & acting
         self.robot = np.where((is_move & free)[:, None], moved, self.robot)
         closer = is_move & (self._distance_to(targets) < before)
         parts["progress"][closer] = w.progress
 
         shelf_here = self._shelf_here()
-        self._pick(actions == PICK, shelf_here, current, parts)
-        self._drop(actions == DROP, shelf_here, current, parts)
+        self._pick((actions == PICK) & acting, shelf_here, current, parts)
+        self._drop((actions == DROP) & acting, shelf_here, current, parts)
         return parts
 
     def _pick(self, picking, shelf_here, current, parts) -> None:
@@ -217,15 +228,20 @@ class WarehouseVectorEnv(VectorEnv):
         w, b = self.config.rewards, np.arange(self.num_envs)
         held = self.carrying - 1
         at_dropoff = (self.robot == self.dropoff).all(1)
-        deliver = dropping & (self.carrying > 0) & at_dropoff & (held == current)
-        put_back = dropping & (self.carrying > 0) & ~deliver & (shelf_here == held)
-        parts["deliver"][deliver] = w.deliver
         holding = dropping & (self.carrying > 0)
+        # delivered; in the memory variant a wrong item is shipped too: the order is lost
+        closes = holding & at_dropoff & ((held == current) | self.config.memory)
+        deliver = closes & (held == current)
+        put_back = holding & ~closes & (shelf_here == held)
+        parts["deliver"][deliver] = w.deliver
         parts["penalty"][holding & ~deliver & ~put_back] = w.wrong_drop
         self.inventory[b[put_back], held[put_back]] += 1
-        self.carrying = np.where(deliver | put_back, 0, self.carrying)
-        self.order_index += deliver
-        self.pick_paid &= ~deliver
+        self.carrying = np.where(closes | put_back, 0, self.carrying)
+        self.order_index += closes
+        self.delivered += deliver
+        self.pick_paid &= ~closes
+        if self.config.memory:
+            self.briefing |= closes & (self.order_index < self.config.orders_per_shift)
 
     def _distance_to(self, targets: np.ndarray) -> np.ndarray:
         b = np.arange(self.num_envs)
@@ -260,6 +276,8 @@ class WarehouseVectorEnv(VectorEnv):
         self.order_index[envs] = 0
         self.pick_paid[envs] = False
         self.steps[envs] = 0
+        self.briefing[envs] = cfg.memory
+        self.delivered[envs] = 0
 
     def _observations(self, envs: np.ndarray | None = None) -> np.ndarray:
         envs = np.arange(self.num_envs) if envs is None else envs
@@ -277,6 +295,7 @@ class WarehouseVectorEnv(VectorEnv):
             inventory=self.inventory[envs],
             view=observation.local_view(self._padded[envs], robot, cfg.view_radius),
             step=self.steps[envs],
+            shown=self.briefing[envs] if cfg.memory else None,
         )
 
 
