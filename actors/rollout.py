@@ -3,7 +3,9 @@
 A plain class (tests run it in-process); the launcher wraps it with ``ray.remote``.
 ``sample(weights)`` returns one time-major ``pyarrow.RecordBatch`` of
 ``fragment_length x envs_per_actor`` transitions in the run's schema, and appends
-the same batch to the transition log.
+the same batch to the transition log. A recurrent policy's state is carried per env
+across fragments, zeroed where an episode starts, and each fragment's initial state goes
+into the batch's ``state`` column (on its t=0 rows).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from actors.envs import (
 )
 from actors.transition_log import TransitionLog, next_incarnation
 from turnwise.config import ActorsConfig, EnvConfig, PPOConfig
-from turnwise.policy import build_policy, encode, flat_size, load_numpy_weights, mask_from
+from turnwise.policy import (
+    encode,
+    flat_size,
+    load_numpy_weights,
+    mask_from,
+    policy_from_config,
+    recurrent_state_size,
+)
 from turnwise.schema import build_batch, nullable_fixed_list, transition_schema
 
 
@@ -164,6 +173,7 @@ class RolloutWorker:
             self.info.env_id,
             self.info.version,
             action_mask=self.info.action_mask,
+            state_size=recurrent_state_size(learner.model.core, learner.model.core_size),
         )
         num_envs = actors.envs_per_actor
         incarnation = next_incarnation(run_dir, actor_id) if run_dir else int(time.time())
@@ -187,15 +197,10 @@ class RolloutWorker:
         ]
         self.episodes = Episodes(f"{actor_id}.{incarnation}", num_envs)
         self.episodes.begin(self.info, reset_info, slice(0, num_envs), np.arange(num_envs))
-        norm = learner.normalizer
-        self.policy = build_policy(
-            self.info.observation_space,
-            self.info.action_space,
-            learner.hidden_sizes,
-            norm.kind,
-            norm.window_env_steps,
-            norm.clip,
+        self.policy = policy_from_config(
+            self.info.observation_space, self.info.action_space, learner
         )
+        self.state = self.policy.initial_state(num_envs)  # each env's recurrent state
         self.policy_version = -1
 
     @property
@@ -239,7 +244,11 @@ class RolloutWorker:
         """The policy acts for group ``g`` at step ``t``; its envs start stepping."""
         rows, episodes, mask = self.groups[g], self.episodes, self.group_mask[g]
         flat = encode(self.info.observation_space, self.group_obs[g])
-        action, logp, value = self.policy.act(flat, mask)
+        state = self.state[rows]  # a view: zeroing it resets those envs' memory
+        state[episodes.step[rows] == 0] = 0.0  # an episode starts: nothing to remember
+        if t == 0 and self.policy.state_size:
+            fragment.put("state", t, rows, state)
+        action, logp, value, self.state[rows] = self.policy.act_recurrent(flat, state, mask)
         self.stepper.send(g, self.policy.head.to_env(action))
         if mask is not None:
             fragment.put("action_mask", t, rows, mask)
@@ -290,6 +299,9 @@ class RolloutWorker:
     def _columns(self, fragment: Fragment) -> dict[str, Any]:
         rows, obs_size = fragment.steps * fragment.num_envs, fragment.boot.shape[-1]
         columns = fragment.columns()
+        if "state" in columns:  # the state before each env's first step here, on t=0 rows
+            first = np.arange(rows) < fragment.num_envs
+            columns["state"] = nullable_fixed_list(columns["state"], first, self.policy.state_size)
         columns.update(
             actor_id=np.full(rows, self.actor_id, dtype=np.int32),
             env_index=np.tile(np.arange(fragment.num_envs, dtype=np.int32), fragment.steps),

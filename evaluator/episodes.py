@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,11 +131,21 @@ def _rows(actions: Any, n: int) -> list[Any]:
 
 
 def policy_actor(model, greedy: bool = True) -> Act:
-    """Wrap an ActorCritic as an ``Act``: its mode (greedy) by default, masks honoured."""
+    """Wrap an ActorCritic as an ``Act``: its mode (greedy) by default, masks honoured.
+    A recurrent policy keeps one state per env, zeros at its first step: :func:`run_episodes`
+    runs one episode per env, so an env's state is its episode's."""
+    states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    start = model.initial_state(1)[0]
 
     def act(observations: list[Any], envs: Sequence[object], masks: np.ndarray | None):
         flat = model.flat(stack(model.observation_space, observations))
-        return model.head.to_env(model.act(flat, masks, greedy=greedy)[0])
+        if not model.state_size:
+            return model.head.to_env(model.act(flat, masks, greedy=greedy)[0])
+        state = np.stack([states.get(env, start) for env in envs])
+        action, _, _, next_state = model.act_recurrent(flat, state, masks, greedy=greedy)
+        for env, row in zip(envs, next_state, strict=True):
+            states[env] = row
+        return model.head.to_env(action)
 
     return act
 

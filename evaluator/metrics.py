@@ -29,8 +29,15 @@ def action_entropy(model, episodes: Sequence[Episode]) -> float | None:
     if all(e.masks is not None for e in episodes):
         masks = torch.as_tensor(np.concatenate([e.masks for e in episodes]))
     with torch.no_grad():
+        if getattr(model, "state_size", 0):  # recurrent: each episode from its start
+            return float(torch.cat([_episode_entropy(model, e) for e in episodes]).mean())
         dist, _ = model.distribution(torch.as_tensor(observations), masks)
         return float(dist.entropy().mean())
+
+
+def _episode_entropy(model, episode: Episode) -> torch.Tensor:
+    masks = None if episode.masks is None else torch.as_tensor(episode.masks)
+    return model.sequence_distribution(torch.as_tensor(episode.observations), masks)[0].entropy()
 
 
 def coverage(episodes: Sequence[Episode], seen_so_far: set | None = None) -> float:

@@ -1,4 +1,12 @@
-"""PPO over Arrow transition batches, with V-trace correction for lagged data."""
+"""PPO over Arrow transition batches, with V-trace correction for lagged data.
+
+A memoryless (mlp) policy trains on minibatches of rows. A recurrent one trains on whole
+time-major fragments (truncated back-propagation through time over each fragment):
+every pass unrolls the core from the fragment's logged initial state (the batch's
+``state`` column), zeroing it where an episode starts inside the fragment, and a
+minibatch is a group of envs, whole sequences (``minibatch_size`` rows rounded to whole
+envs, at least one).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ from gymnasium import spaces
 
 from learner.returns import gae, vtrace
 from turnwise.config import PPOConfig
-from turnwise.policy import build_policy, numpy_weights
+from turnwise.policy import numpy_weights, policy_from_config
 from turnwise.schema import column_matrix, column_numpy
 
 
@@ -42,6 +50,8 @@ class Rollout:
     policy_version: torch.Tensor
     bootstrap_obs: torch.Tensor  # (K, D) rows of bootstrap_obs that are present
     bootstrap_index: torch.Tensor  # (K,) flat row index of each
+    starts: torch.Tensor  # (T, B) an episode starts at this row (step 0)
+    state: torch.Tensor | None  # (B, S) the recurrent state before t=0 (recurrent only)
 
 
 def to_rollout(batch: pa.RecordBatch, device: torch.device) -> Rollout:
@@ -65,6 +75,9 @@ def to_rollout(batch: pa.RecordBatch, device: torch.device) -> Rollout:
     present = np.flatnonzero(bootstrap.is_valid().to_numpy(zero_copy_only=False))
     bootstrap_obs = torch.from_numpy(column_matrix(batch.take(present), "bootstrap_obs"))
     terminated = tensor("terminated")
+    state = None
+    if "state" in batch.schema.names:  # present on the t=0 rows, the first ``envs``
+        state = torch.from_numpy(column_matrix(batch.slice(0, envs), "state").copy())
     return Rollout(
         obs=obs.reshape(steps, envs, -1),
         actions=tensor("action"),
@@ -76,6 +89,8 @@ def to_rollout(batch: pa.RecordBatch, device: torch.device) -> Rollout:
         policy_version=tensor("policy_version"),
         bootstrap_obs=bootstrap_obs.to(device),
         bootstrap_index=torch.from_numpy(present).to(device),
+        starts=tensor("step") == 0,
+        state=None if state is None else state.to(device),
     )
 
 
@@ -93,15 +108,7 @@ class PPOLearner:
         self.device = pick_device(device)
         if self.device.type == "cpu" and config.cpu_threads > 0:
             torch.set_num_threads(config.cpu_threads)  # the learner owns its process
-        norm = config.normalizer
-        self.model = build_policy(
-            observation_space,
-            action_space,
-            config.hidden_sizes,
-            norm.kind,
-            norm.window_env_steps,
-            norm.clip,
-        ).to(self.device)
+        self.model = policy_from_config(observation_space, action_space, config).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, eps=1e-5)
         self.version = 0
 
@@ -134,14 +141,20 @@ class PPOLearner:
     def _targets(self, data: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.config
         steps, envs, obs_size = data.obs.shape
-        dist, values = self.model.distribution(data.obs.reshape(-1, obs_size), _rows(data.mask))
-        log_rhos = dist.log_prob(_rows(data.actions)) - data.behaviour_logp.reshape(-1)
+        if self.model.recurrent:
+            logp, values, boot = self._sequence_values(data)
+        else:
+            dist, values = self.model.distribution(data.obs.reshape(-1, obs_size), _rows(data.mask))
+            logp = dist.log_prob(_rows(data.actions))
+            boot = (
+                self.model.distribution(data.bootstrap_obs)[1] if len(data.bootstrap_obs) else None
+            )
+        log_rhos = logp - data.behaviour_logp.reshape(-1)
         log_rhos = log_rhos.reshape(steps, envs)
         values = values.reshape(steps, envs)
         next_values = torch.zeros(steps * envs, device=self.device)
         next_values[: (steps - 1) * envs] = values[1:].reshape(-1)
-        if len(data.bootstrap_index):
-            _, boot = self.model.distribution(data.bootstrap_obs)
+        if boot is not None:
             next_values[data.bootstrap_index] = boot
         next_values = next_values.reshape(steps, envs)
         next_values = torch.where(data.terminated, 0.0, next_values)
@@ -166,25 +179,65 @@ class PPOLearner:
             raise ValueError(f"learner.correction must be 'vtrace' or 'none', got {cfg.correction}")
         return targets, advantages, log_rhos
 
+    def _sequence_values(self, data: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs of the logged actions and values (T * B rows), the core's state
+        carried through the fragment; and the values of the bootstrap observations, each
+        read with the state after its row's step."""
+        steps, envs, _ = data.obs.shape
+        if data.state is None:
+            raise ValueError("a recurrent policy trains on batches with a state column")
+        params, values, states = self.model.unroll(
+            data.obs, data.state, data.starts, every_step=True
+        )
+        dist = self.model.head.distribution(params.reshape(steps * envs, -1), _rows(data.mask))
+        boot = None
+        if len(data.bootstrap_index):
+            after = states.reshape(steps * envs, -1)[data.bootstrap_index]
+            boot = self.model.unroll(data.bootstrap_obs.unsqueeze(0), after)[1][0]
+        return dist.log_prob(_rows(data.actions)), values.reshape(-1), boot
+
+    def _row_minibatches(self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor):
+        """One epoch of a memoryless policy's losses: minibatches of shuffled rows."""
+        obs, mask = data.obs.reshape(-1, data.obs.shape[-1]), _rows(data.mask)
+        actions, old_logp = _rows(data.actions), data.behaviour_logp.reshape(-1)
+        targets, advantages = targets.reshape(-1), advantages.reshape(-1)
+        for index in torch.randperm(len(obs), device=self.device).split(self.config.minibatch_size):
+            dist, values = self.model.distribution(
+                obs[index], None if mask is None else mask[index]
+            )
+            yield self._losses(
+                dist, values, actions[index], old_logp[index], targets[index], advantages[index]
+            )
+
+    def _sequence_minibatches(self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor):
+        """One epoch of a recurrent policy's losses: minibatches of shuffled envs, each
+        unrolled over the whole fragment from its logged state (truncated BPTT)."""
+        steps, envs, _ = data.obs.shape
+        per = max(1, self.config.minibatch_size // steps)
+        for index in torch.randperm(envs, device=self.device).split(per):
+            params, values, _ = self.model.unroll(
+                data.obs[:, index], data.state[index], data.starts[:, index]
+            )
+            mask = None if data.mask is None else _rows(data.mask[:, index])
+            dist = self.model.head.distribution(params.reshape(-1, params.shape[-1]), mask)
+            yield self._losses(
+                dist,
+                values.reshape(-1),
+                _rows(data.actions[:, index]),
+                data.behaviour_logp[:, index].reshape(-1),
+                targets[:, index].reshape(-1),
+                advantages[:, index].reshape(-1),
+            )
+
     def _optimize(
         self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor
     ) -> dict[str, float]:
         cfg = self.config
-        obs, mask = data.obs.reshape(-1, data.obs.shape[-1]), _rows(data.mask)
-        actions, old_logp = _rows(data.actions), data.behaviour_logp.reshape(-1)
-        targets, advantages = targets.reshape(-1), advantages.reshape(-1)
+        minibatches = self._sequence_minibatches if self.model.recurrent else self._row_minibatches
         totals: dict[str, float] = {}
-        n, updates, stopped = len(obs), 0, False
+        updates, stopped = 0, False
         for _ in range(cfg.epochs):
-            for index in torch.randperm(n, device=self.device).split(cfg.minibatch_size):
-                losses = self._losses(
-                    obs[index],
-                    None if mask is None else mask[index],
-                    actions[index],
-                    old_logp[index],
-                    targets[index],
-                    advantages[index],
-                )
+            for losses in minibatches(data, targets, advantages):
                 if self._kl_exceeded(losses["approx_kl"]):
                     stopped = True  # this minibatch's step would move the policy too far
                     break
@@ -207,9 +260,10 @@ class PPOLearner:
         target = self.config.target_kl
         return target > 0 and float(approx_kl) > 1.5 * target
 
-    def _losses(self, obs, mask, actions, old_logp, targets, advantages) -> dict[str, torch.Tensor]:
+    def _losses(
+        self, dist, values, actions, old_logp, targets, advantages
+    ) -> dict[str, torch.Tensor]:
         cfg = self.config
-        dist, values = self.model.distribution(obs, mask)
         logp = dist.log_prob(actions)
         ratio = torch.exp(logp - old_logp)
         adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

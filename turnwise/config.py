@@ -61,6 +61,12 @@ class NormalizerConfig:
 
 
 @dataclass
+class ModelConfig:
+    core: str = "mlp"  # mlp: memoryless; lstm or gru: a recurrent core before both MLPs
+    core_size: int = 64  # width of the recurrent core (lstm, gru)
+
+
+@dataclass
 class PPOConfig:
     lr: float = 1e-3  # Adam learning rate
     lr_schedule: str = "constant"  # constant; linear: decays to 0 over train.env_steps
@@ -75,6 +81,7 @@ class PPOConfig:
     target_kl: float = 0.0  # stop a batch's epochs once approx. KL to the behaviour policy
     # passes 1.5 x this (SB3's rule); 0: off, every epoch runs
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # MLP widths (actor, critic)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the policy's core (memory)
     max_policy_lag: int = 8  # batches from older policy versions are dropped
     correction: str = "vtrace"  # off-policy correction for lagged data: vtrace or none
     rho_clip: float = 1.0  # V-trace rho-bar (importance weight truncation)
@@ -269,6 +276,7 @@ def _unknown_keys(schema: type, data: dict[str, Any], prefix: str):
 SIMULATOR_MODES = ("inprocess", "connect", "launch")  # actors/envs.py
 VECTORIZATIONS = ("auto", "sync")  # actors/envs.py
 NORMALIZER_KINDS = ("window", "none")  # turnwise/policy/network.py reads these
+POLICY_CORES = ("mlp", "lstm", "gru")  # turnwise/policy/network.py
 LR_SCHEDULES = ("constant", "linear")  # learner/ppo.py reads these
 CORRECTIONS = ("vtrace", "none")  # learner/ppo.py
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -340,6 +348,10 @@ RULES: dict[type, dict[str, Rule]] = {
         "kind": one_of(NORMALIZER_KINDS, "observation normalizer"),
         "window_env_steps": at_least(1, "env steps the normalizer statistics reach back"),
         "clip": above(0, "bound of normalized observations"),
+    },
+    ModelConfig: {
+        "core": one_of(POLICY_CORES, "policy core"),
+        "core_size": at_least(1, "width of the recurrent core"),
     },
     PPOConfig: {
         "lr": above(0, "Adam learning rate"),

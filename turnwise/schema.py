@@ -33,6 +33,12 @@ bootstrap_obs                next observation where a value bootstrap is needed
 episode_return               the episode's return, on its last step; null elsewhere
 episode_seed, reset_options  on step 0: what re-creates the episode:
                              ``env.reset(seed=episode_seed, options=json(reset_options))``
+state                        (recurrent policies only) the policy's recurrent state before
+                             the fragment's first step (zeros where an episode starts
+                             there), on the fragment's t=0 rows; null elsewhere
+
+Schema versions: 2 added the optional ``state`` column; a version-1 batch reads as a
+version-2 batch without it.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from gymnasium import spaces
 from turnwise.policy.observations import flat_size
 from turnwise.spaces import space_to_json
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")  # 1: before the optional state column
 
 
 def _obs_type(space: spaces.Space) -> pa.DataType:
@@ -84,8 +91,10 @@ def transition_schema(
     env_id: str,
     env_version: str,
     action_mask: bool = False,
+    state_size: int = 0,
 ) -> pa.Schema:
-    """The one schema of a run's transitions."""
+    """The one schema of a run's transitions; ``state_size`` > 0 (a recurrent policy's)
+    adds the ``state`` column."""
     obs = _obs_type(observation_space)
     mask = []
     if action_mask:
@@ -111,6 +120,7 @@ def transition_schema(
         pa.field("episode_return", pa.float32()),
         pa.field("episode_seed", pa.int64()),
         pa.field("reset_options", pa.string()),
+        *([pa.field("state", pa.list_(pa.float32(), state_size))] if state_size else []),
     ]
     metadata = {
         "turnwise.schema_version": SCHEMA_VERSION,
@@ -130,7 +140,7 @@ def reward_components(schema: pa.Schema) -> list[str]:
 def check_schema(schema: pa.Schema, expected: pa.Schema) -> None:
     """Raise ValueError when a batch's schema is not the run's (version or columns)."""
     got = (schema.metadata or {}).get(b"turnwise.schema_version", b"?").decode()
-    if got != SCHEMA_VERSION:
+    if got not in READABLE_VERSIONS:
         raise ValueError(f"transition schema version {got}, expected {SCHEMA_VERSION}")
     if not schema.equals(expected, check_metadata=False):
         raise ValueError(f"transition schema differs from the run's:\n{schema}\nvs\n{expected}")

@@ -8,6 +8,8 @@ from turnwise.policy.network import (
     load_numpy_weights,
     numpy_weights,
     policy_from_checkpoint,
+    policy_from_config,
+    recurrent_state_size,
 )
 from turnwise.policy.observations import encode, flat_size, mask_from
 
@@ -22,4 +24,6 @@ __all__ = [
     "mask_from",
     "numpy_weights",
     "policy_from_checkpoint",
+    "policy_from_config",
+    "recurrent_state_size",
 ]

@@ -3,6 +3,13 @@
 Raw observations of any supported space are flattened (``observations.encode``),
 normalized (``WindowNormalizer``), and read by two MLPs: a policy whose outputs
 parameterize the action space's distribution (``distributions.make_head``) and a value.
+
+With a recurrent core (``learner.model.core=lstm`` or ``gru``) the normalized
+observation first passes a one-layer ``nn.LSTM``/``nn.GRU`` (time-major), and both MLPs
+read its output. Its state is one flat float32 vector per env (``state_size`` wide; an
+LSTM's h then c), handed in and out by the caller: ``act_recurrent`` for one step,
+``unroll`` over a time-major fragment. Callers zero an env's state where its episode
+starts; ``unroll`` does that itself where ``starts`` says so.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from turnwise.config import NORMALIZER_KINDS
+from turnwise.config import NORMALIZER_KINDS, POLICY_CORES, PPOConfig
 from turnwise.policy.distributions import ActionHead, make_head
 from turnwise.policy.normalizer import WindowNormalizer
 from turnwise.policy.observations import encode, flat_size
@@ -36,9 +43,68 @@ def _init(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
+def recurrent_state_size(core: str, core_size: int) -> int:
+    """Width of one env's flat recurrent state: 0 (mlp), h and c (lstm), h (gru)."""
+    return {"mlp": 0, "lstm": 2 * core_size, "gru": core_size}[core]
+
+
+class RecurrentCore(nn.Module):
+    """A one-layer LSTM or GRU over time-major (T, B, D) inputs whose state travels as
+    one flat (B, state_size) tensor per batch."""
+
+    def __init__(self, kind: str, input_size: int, size: int) -> None:
+        super().__init__()
+        self.kind, self.size = kind, size
+        self.state_size = recurrent_state_size(kind, size)
+        self.rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(input_size, size)
+        for name, param in self.rnn.named_parameters():  # CleanRL's ppo_atari_lstm init
+            if name.startswith("weight"):
+                nn.init.orthogonal_(param, 1.0)
+            else:
+                nn.init.zeros_(param)
+
+    def _hidden(self, state: torch.Tensor) -> Any:
+        if self.kind == "lstm":
+            h, c = state.split(self.size, -1)
+            return h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
+        return state.unsqueeze(0).contiguous()
+
+    def _flat(self, hidden: Any) -> torch.Tensor:
+        return torch.cat([hidden[0][0], hidden[1][0]], -1) if self.kind == "lstm" else hidden[0]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor,
+        starts: torch.Tensor | None = None,
+        every_step: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs (T, B, size) from ``state`` (B, state_size), the state zeroed for env
+        ``b`` before step ``t`` where ``starts[t, b]``. Returns the final state, or with
+        ``every_step`` the state after every step (T, B, state_size). One ``rnn`` call per
+        stretch of steps in which no env starts (one per step with ``every_step``)."""
+        steps = len(x)
+        if every_step:
+            cuts = list(range(steps))
+        elif starts is None:
+            cuts = [0]
+        else:
+            cuts = [0, *(torch.nonzero(starts[1:].any(1)).flatten() + 1).tolist()]
+        outputs, states = [], []
+        for a, b in itertools.pairwise([*cuts, steps]):
+            if starts is not None:
+                state = torch.where(starts[a].unsqueeze(-1), 0.0, state)
+            out, hidden = self.rnn(x[a:b], self._hidden(state))
+            state = self._flat(hidden)
+            outputs.append(out)
+            states.append(state)
+        return torch.cat(outputs), torch.stack(states) if every_step else state
+
+
 class ActorCritic(nn.Module):
     """Separate MLPs for the action distribution's parameters and the value, over
-    normalized flat observations (``obs`` below is always the flat float batch)."""
+    normalized flat observations (``obs`` below is always the flat float batch), or over
+    the output of a recurrent core (``core``: mlp, lstm or gru) that reads them."""
 
     def __init__(
         self,
@@ -48,17 +114,36 @@ class ActorCritic(nn.Module):
         normalizer_window: int = 200_000,
         normalizer_clip: float = 10.0,
         normalize: bool = True,
+        core: str = "mlp",
+        core_size: int = 64,
     ) -> None:
         super().__init__()
         self.observation_space, self.action_space = observation_space, action_space
         size = flat_size(observation_space)
         self.normalizer = WindowNormalizer(size, normalizer_window, normalizer_clip, normalize)
         self.head: ActionHead = make_head(action_space)
-        sizes = [size, *hidden_sizes]
+        self.core_kind = core
+        self.core = None if core == "mlp" else RecurrentCore(core, size, core_size)
+        sizes = [size if self.core is None else core_size, *hidden_sizes]
         self.policy = mlp(sizes, self.head.size, out_gain=0.01)
         self.value = mlp(sizes, 1, out_gain=1.0)
 
+    @property
+    def recurrent(self) -> bool:
+        return self.core is not None
+
+    @property
+    def state_size(self) -> int:
+        """Length of one env's flat float32 recurrent state (0: memoryless)."""
+        return 0 if self.core is None else self.core.state_size
+
+    def initial_state(self, n: int) -> np.ndarray:
+        """The state of ``n`` envs at an episode's start: (n, state_size) zeros."""
+        return np.zeros((n, self.state_size), dtype=np.float32)
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.core is not None:
+            raise ValueError(f"a {self.core_kind} policy needs its state: see act_recurrent")
         x = self.normalizer(obs)
         return self.policy(x), self.value(x).squeeze(-1)
 
@@ -66,19 +151,72 @@ class ActorCritic(nn.Module):
         params, value = self(obs)
         return self.head.distribution(params, mask), value
 
+    def unroll(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor,
+        starts: torch.Tensor | None = None,
+        every_step: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Distribution parameters (T, B, P) and values (T, B) of time-major flat ``obs``
+        (T, B, D) from ``state`` (B, state_size), zeroing env ``b``'s state before step
+        ``t`` where ``starts[t, b]``; and the final state (or every step's, see
+        :meth:`RecurrentCore.forward`). A memoryless model passes its empty state on."""
+        x = self.normalizer(obs)
+        if self.core is not None:
+            x, state = self.core(x, state, starts, every_step)
+        elif every_step:
+            state = state.expand(len(obs), *state.shape)
+        return self.policy(x), self.value(x).squeeze(-1), state
+
     def flat(self, observations: Any) -> np.ndarray:
         """A batch of raw observations (the env's form) as the network's input."""
         return encode(self.observation_space, observations)
 
+    def sequence_distribution(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
+        """The action distribution and value at every step of one episode's flat
+        observations (L, D), from its start (a zero state); any core."""
+        state = torch.zeros(1, self.state_size, device=obs.device)
+        params, value, _ = self.unroll(obs.unsqueeze(1), state)
+        return self.head.distribution(params[:, 0], mask), value[:, 0]
+
     @torch.no_grad()
     def act(
-        self, obs: np.ndarray, mask: np.ndarray | None = None, greedy: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logged actions, their log-probs and values for a batch of flat observations."""
+        self,
+        obs: np.ndarray,
+        mask: np.ndarray | None = None,
+        greedy: bool = False,
+        state: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, ...]:
+        """Logged actions, their log-probs and values for a batch of flat observations;
+        given a ``state``, :meth:`act_recurrent`'s four results."""
+        if state is not None:
+            return self.act_recurrent(obs, state, mask, greedy)
         mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
         dist, value = self.distribution(torch.as_tensor(obs, dtype=torch.float32), mask_t)
         action = dist.mode() if greedy else dist.sample()
         return action.numpy(), dist.log_prob(action).numpy(), value.numpy()
+
+    @torch.no_grad()
+    def act_recurrent(
+        self,
+        obs: np.ndarray,
+        state: np.ndarray,
+        mask: np.ndarray | None = None,
+        greedy: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One step for a batch of flat observations (n, D) from ``state`` (n, state_size),
+        the state before this step (zero a row at an episode's first step): actions,
+        log-probs, values and the next state. A memoryless model takes state (n, 0)."""
+        if self.core is None:
+            return (*self.act(obs, mask, greedy), np.zeros((len(obs), 0), dtype=np.float32))
+        obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+        params, value, next_state = self.unroll(obs_t, torch.as_tensor(state, dtype=torch.float32))
+        mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+        dist = self.head.distribution(params[0], mask_t)
+        action = dist.mode() if greedy else dist.sample()
+        logp = dist.log_prob(action)
+        return action.numpy(), logp.numpy(), value[0].numpy(), next_state.numpy()
 
 
 def build_policy(
@@ -88,9 +226,13 @@ def build_policy(
     normalizer_kind: str = "window",
     normalizer_window: int = 200_000,
     normalizer_clip: float = 10.0,
+    core: str = "mlp",
+    core_size: int = 64,
 ) -> ActorCritic:
     if normalizer_kind not in NORMALIZER_KINDS:
         raise ValueError(f"normalizer.kind must be 'window' or 'none', got {normalizer_kind!r}")
+    if core not in POLICY_CORES:
+        raise ValueError(f"model.core must be one of {', '.join(POLICY_CORES)}, got {core!r}")
     return ActorCritic(
         observation_space,
         action_space,
@@ -98,6 +240,25 @@ def build_policy(
         normalizer_window,
         normalizer_clip,
         normalize=normalizer_kind == "window",
+        core=core,
+        core_size=core_size,
+    )
+
+
+def policy_from_config(
+    observation_space: spaces.Space, action_space: spaces.Space, learner: PPOConfig
+) -> ActorCritic:
+    """The policy ``learner`` (``PPOConfig``: widths, normalizer, model) describes."""
+    norm, model = learner.normalizer, learner.model
+    return build_policy(
+        observation_space,
+        action_space,
+        learner.hidden_sizes,
+        norm.kind,
+        norm.window_env_steps,
+        norm.clip,
+        model.core,
+        model.core_size,
     )
 
 
@@ -117,6 +278,7 @@ def policy_from_checkpoint(checkpoint) -> ActorCritic:
     manifest = checkpoint.manifest
     learner = manifest["config"]["learner"]
     norm = learner["normalizer"]
+    core = learner.get("model") or {}  # absent before recurrent cores: an mlp
     model = build_policy(
         space_from_json(manifest["observation_space"]),
         space_from_json(manifest["action_space"]),
@@ -124,6 +286,8 @@ def policy_from_checkpoint(checkpoint) -> ActorCritic:
         norm["kind"],
         norm["window_env_steps"],
         norm["clip"],
+        core.get("core", "mlp"),
+        core.get("core_size", 64),
     )
     model.load_state_dict(checkpoint.weights)
     return model.eval()
