@@ -11,6 +11,7 @@ envs, at least one).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +197,9 @@ class PPOLearner:
             boot = self.model.unroll(data.bootstrap_obs.unsqueeze(0), after)[1][0]
         return dist.log_prob(_rows(data.actions)), values.reshape(-1), boot
 
-    def _row_minibatches(self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor):
+    def _row_minibatches(
+        self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """One epoch of a memoryless policy's losses: minibatches of shuffled rows."""
         obs, mask = data.obs.reshape(-1, data.obs.shape[-1]), _rows(data.mask)
         actions, old_logp = _rows(data.actions), data.behaviour_logp.reshape(-1)
@@ -209,7 +212,9 @@ class PPOLearner:
                 dist, values, actions[index], old_logp[index], targets[index], advantages[index]
             )
 
-    def _sequence_minibatches(self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor):
+    def _sequence_minibatches(
+        self, data: Rollout, targets: torch.Tensor, advantages: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """One epoch of a recurrent policy's losses: minibatches of shuffled envs, each
         unrolled over the whole fragment from its logged state (truncated BPTT)."""
         steps, envs, _ = data.obs.shape

@@ -27,7 +27,7 @@ from actors.rollout import RolloutWorker
 from actors.transition_log import transitions
 from evaluator.episodes import policy_actor, run_episodes
 from learner.driver import train
-from learner.ppo import PPOLearner
+from learner.ppo import PPOLearner, to_rollout
 from turnwise.checkpoint import load_checkpoint
 from turnwise.checkpoint_store import open_store
 from turnwise.config import ActorsConfig, Config, compose_config
@@ -228,6 +228,25 @@ def test_rollout_carries_the_state_resets_it_at_episode_starts_and_logs_it(tmp_p
         )
     np.testing.assert_allclose(start[~new_episode], final_first.numpy()[~new_episode], atol=1e-5)
     assert start.shape == (4, state_size) and np.abs(start[~new_episode]).sum() > 0
+
+
+@pytest.mark.parametrize("core", ["lstm", "gru"])
+def test_the_learner_bootstraps_with_the_state_carried_through_the_fragment(tmp_path, core):
+    """A fragment's last bootstrap value is read with the state after its last step: the
+    value the actor logged for the same observation at the next fragment's start."""
+    config = cue_config(core)
+    learner = learner_for(config)
+    w = worker(config, tmp_path, envs=4, steps=7)
+    w.set_weights(learner.weights())
+    first, second = w.sample(None), w.sample(None)
+    data = to_rollout(first, torch.device("cpu"))
+    with torch.no_grad():
+        logp, _, boot = learner._sequence_values(data)
+    np.testing.assert_allclose(logp.numpy(), column_numpy(first, "logp"), atol=1e-5)
+    last = (data.bootstrap_index >= 6 * 4).numpy()  # the rows of the fragment's last step
+    envs = data.bootstrap_index.numpy()[last] - 6 * 4
+    assert len(envs) > 0
+    np.testing.assert_allclose(boot.numpy()[last], frames(second, "value")[0, envs], atol=1e-5)
 
 
 # -- learner, evaluator and checkpoints for other spaces -----------------------------------------
