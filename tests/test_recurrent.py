@@ -253,6 +253,7 @@ def test_the_learner_bootstraps_with_the_state_carried_through_the_fragment(tmp_
 SPACES = {
     "warehouse-dict-masked": ["env.kwargs={observation: dict, action_mask: true}"],
     "reorder-multidiscrete": ["env.id=space_envs:Reorder-v0"],
+    "lqr-box": ["env.id=LinearQuadratic-v0"],
 }
 
 
