@@ -55,13 +55,14 @@ from rich.table import Table
 from rich.text import Text
 
 from actors.envs import describe_env, make_env
-from actors.transition_log import part_files, transitions
+from actors.transition_log import part_names, transitions
 from sims import WAREHOUSE_ID
 from sims.warehouse import observation
 from sims.warehouse.layout import ACTION_NAMES
 from turnwise.config import EnvConfig, SimulatorConfig, env_config_from_dict
 from turnwise.policy.distributions import ActionHead, make_head
 from turnwise.policy.observations import encode, stack
+from turnwise.run_store import RunStore
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -150,28 +151,30 @@ class StepOutcome:
 # -- reading the run ----------------------------------------------------------------
 
 
-def open_run(run_dir: str | Path) -> Path:
-    """The run directory, checked to exist and to hold transitions."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ReplayError(f"no run directory {str(path)!r}")
-    if next(part_files(path), None) is None:
-        raise ReplayError(f"no transitions under {path / 'transitions'}")
-    return path
+def open_run(run_dir: str | Path | RunStore) -> RunStore:
+    """The run (a directory or a run store URI such as ``s3://bucket/prefix``), checked
+    to exist and to hold transitions."""
+    run = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
+    if not run.is_dir():
+        raise ReplayError(f"no run directory {run.uri!r}")
+    if not part_names(run):
+        raise ReplayError(f"no transitions under {run.uri_of('transitions')}")
+    return run
 
 
-def load_env_config(run_dir: Path) -> EnvConfig:
+def load_env_config(run_dir: str | Path | RunStore) -> EnvConfig:
     """The run's env config, from ``config.json``."""
-    path = run_dir / "config.json"
+    run = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
+    path = run.uri_of("config.json")
     try:
-        return env_config_from_dict(json.loads(path.read_text())["env"])
+        return env_config_from_dict(json.loads(run.read("config.json"))["env"])
     except FileNotFoundError as error:
         raise ReplayError(f"{path} not found: it says which env the run used") from error
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ReplayError(f"{path} has no valid 'env' entry: {error}") from error
 
 
-def load_episode(run_dir: Path, episode_id: str) -> pa.Table:
+def load_episode(run_dir: str | Path | RunStore, episode_id: str) -> pa.Table:
     """Every logged row of one episode, in step order."""
     condition = pc.field("episode_id") == episode_id
     actor = _actor_of(episode_id)
@@ -186,7 +189,7 @@ def load_episode(run_dir: Path, episode_id: str) -> pa.Table:
     return table.sort_by("step")
 
 
-def list_episodes(run_dir: Path) -> list[EpisodeSummary]:
+def list_episodes(run_dir: str | Path | RunStore) -> list[EpisodeSummary]:
     """One summary per logged episode, in id order (actor, incarnation, env, n)."""
     columns = ["episode_id", "step", "reward", "terminated", "truncated"]
     table = transitions(run_dir).to_table(columns=columns)
@@ -684,7 +687,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m actors.replay",
         description="Print or re-simulate an episode from a run's transition log.",
     )
-    parser.add_argument("run_dir", help="the run directory (holds config.json, transitions/)")
+    parser.add_argument(
+        "run_dir", help="the run: its directory or store URI (holds config.json, transitions/)"
+    )
     parser.add_argument("--episode", metavar="ID", help='episode id, e.g. "0.0.3.5"')
     parser.add_argument("--verify", action="store_true", help="re-simulate and compare")
     parser.add_argument(

@@ -1,4 +1,7 @@
-"""``python -m evaluator RUN_DIR_OR_URI [--once [--record]]``: evaluate a run's checkpoints.
+"""``python -m evaluator RUN [--once [--record]]``: evaluate a run's checkpoints.
+
+RUN is a run directory, a run store URI (``s3://bucket/prefix``, ``store.uri``) or a
+checkpoint store.
 
 With ``--once``: evaluate the latest checkpoint, print the results as one JSON
 object, exit (status 1 with a message when there is no checkpoint); the run is left
@@ -25,13 +28,17 @@ log = logging.getLogger("evaluator")
 
 
 def locate(target: str) -> tuple[str, str | None, dict]:
-    """(checkpoint store URI, run dir or None, run config dict) for a run dir or a URI."""
+    """(checkpoint store URI, run store URI or None, run config dict) for a run (its
+    directory or ``s3://`` run store: it holds ``config.json``) or a checkpoint store."""
+    from turnwise.run_store import RunStore, is_s3
+
     path = Path(target)
-    if path.is_dir() and (path / "config.json").exists():
-        config = json.loads((path / "config.json").read_text())
-        return config["checkpoint"]["uri"] or str(path / "checkpoints"), str(path), config
-    if not target.startswith("s3://") and not path.is_dir():
+    if not is_s3(target) and not path.is_dir():
         raise FileNotFoundError(f"{target} is neither a run directory nor a checkpoint store")
+    run = RunStore(target)
+    if run.exists("config.json"):
+        config = run.read_json("config.json")
+        return config["checkpoint"]["uri"] or run.uri_of("checkpoints"), run.uri, config
     manifest = load_checkpoint(open_store(target)).manifest
     return target, None, manifest["config"]
 
@@ -46,7 +53,9 @@ def evaluator_settings(config: dict) -> tuple[EnvConfig, EvaluatorConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluator", description=__doc__.split("\n")[0])
-    parser.add_argument("target", help="a run directory or a checkpoint store URI (dir or s3://)")
+    parser.add_argument(
+        "target", help="a run (directory or s3:// run store) or a checkpoint store (dir or s3://)"
+    )
     parser.add_argument(
         "--once", action="store_true", help="evaluate the latest checkpoint, print JSON"
     )

@@ -7,7 +7,6 @@ checkpoints from the checkpoint store only, never from the learner.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,40 +20,36 @@ from turnwise.checkpoint import CheckpointError, load_checkpoint, read_manifest,
 from turnwise.checkpoint_store import open_store
 from turnwise.config import EnvConfig, EvaluatorConfig
 from turnwise.policy import policy_from_checkpoint
+from turnwise.run_store import RecordFile, RunStore
 
 log = logging.getLogger(__name__)
 
 
 class EvaluationTable:
-    """RUN_DIR/evaluations.jsonl: one row per evaluated checkpoint (apart from training
-    metrics); alerts also go to RUN_DIR/alerts.jsonl."""
+    """evaluations.jsonl in the run store (a run directory or ``s3://``): one row per
+    evaluated checkpoint (apart from training metrics); alerts also go to alerts.jsonl.
+    On S3 each row is uploaded at once (``turnwise.run_store.RecordFile``)."""
 
     def __init__(self, run_dir: str | Path | None) -> None:
-        self.path = Path(run_dir) / "evaluations.jsonl" if run_dir else None
-        self.alerts = Path(run_dir) / "alerts.jsonl" if run_dir else None
+        store = RunStore(run_dir) if run_dir else None
+        self.table = RecordFile(store, "evaluations.jsonl") if store else None
+        self.alert_log = RecordFile(store, "alerts.jsonl") if store else None
+        self.path = Path(self.table.uri) if store is not None and store.local else None
+        self.alerts = Path(self.alert_log.uri) if store is not None and store.local else None
 
     def rows(self) -> list[dict[str, Any]]:
-        if self.path is None or not self.path.exists():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("skipping a torn line in %s", self.path)
-        return rows
+        return [] if self.table is None else self.table.rows()
 
     def evaluated(self) -> set[str]:
         """Names of the checkpoints the table holds a row for."""
         return {row["checkpoint"] for row in self.rows() if "checkpoint" in row}
 
-    def append(self, row: dict[str, Any], path: Path | None = None) -> None:
-        """One row; after a line torn by a crash it starts a new line (never glued on)."""
-        path = path or self.path
-        if path is not None:
-            line = json.dumps(row, sort_keys=True) + "\n"
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(line if _ends_a_line(path) else "\n" + line)
+    def append(self, row: dict[str, Any], alert: bool = False) -> None:
+        """One row (of the alerts where ``alert``); after a line torn by a crash it starts
+        a new line (never glued on)."""
+        record = self.alert_log if alert else self.table
+        if record is not None:
+            record.append(row)
 
 
 class Evaluator:
@@ -175,7 +170,7 @@ class Evaluator:
                 "time": time.time(),
                 **{k: row[k] for k in ("checkpoint", "env_steps", "eval_train_ratio")},
             }
-            self.table.append(alert, self.table.alerts)
+            self.table.append(alert, alert=True)
         self._promote(row)
 
     def _promote(self, row: dict[str, Any]) -> None:
@@ -188,15 +183,6 @@ class Evaluator:
                 row["checkpoint"],
                 row["eval_return"],
             )
-
-
-def _ends_a_line(path: Path) -> bool:
-    """``path`` is empty or ends with a newline (not with a line torn by a crash)."""
-    with open(path, "rb") as handle:
-        if handle.seek(0, 2) == 0:
-            return True
-        handle.seek(-1, 2)
-        return handle.read(1) == b"\n"
 
 
 def _probe(env: EnvConfig) -> Declarations:

@@ -16,6 +16,7 @@ from actors.envs import stop_launched_servers
 from actors.health import ActorFailing, ActorHealth
 from evaluator.evaluator import Evaluator
 from turnwise.config import Config, evaluation_env
+from turnwise.run_store import node_record
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ class EvaluatorActor(Evaluator):
         torch.set_num_threads(1)
         if self.config.niceness > 0:
             os.nice(self.config.niceness)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the evaluator runs (Ray node id, host, pid)."""
+        return node_record()
 
     def ready(self) -> list[str]:
         """Started, with the baseline computed (so a first evaluation is quick); the
@@ -61,16 +66,21 @@ class RemoteEvaluator:
     one failure however many calls fail while Ray restarts it; an evaluator Ray will
     not restart is given up (training goes on)."""
 
-    def __init__(self, config: Config, run_dir: Path, store_uri: str) -> None:
+    def __init__(
+        self, config: Config, run_dir: Path, store_uri: str, records_uri: str | None = None
+    ) -> None:
+        """``store_uri``: the checkpoints; ``records_uri``: the run store its tables go
+        to (default: ``run_dir``)."""
         cfg = config.evaluator
         self.actor = (
             ray.remote(EvaluatorActor)
             .options(
                 name=evaluator_actor_name(run_dir),
                 num_cpus=cfg.num_cpus,
+                resources=dict(cfg.resources) or None,
                 max_restarts=cfg.max_restarts,
             )
-            .remote(store_uri, evaluation_env(cfg, config.env), cfg, str(run_dir))
+            .remote(store_uri, evaluation_env(cfg, config.env), cfg, records_uri or str(run_dir))
         )
         self.ready: ray.ObjectRef = self.actor.ready.remote()
         self.pending: ray.ObjectRef | None = None

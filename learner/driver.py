@@ -2,7 +2,10 @@
 
 ``train(config, run_dir)`` is the whole run. Everything that can be checked
 without Ray (config, env id and kwargs, checkpoint URI, resume state) is checked
-before ``ray.init``.
+before ``ray.init``. The driver only orchestrates: the learner, the rollout actors and
+the evaluator are Ray actors placed by their resources, and each writes its own records
+(checkpoints, transition log, evaluations) to the run store (``store.uri``); the driver
+writes the run record and ``metrics.jsonl`` there.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from actors.rollout import RolloutWorker
 from actors.transition_log import write_atomic
 from evaluator.baselines import resolve_baseline
 from evaluator.remote import RemoteEvaluator
+from learner.actor import LearnerActor
 from learner.ppo import PPOLearner
 from learner.progress import (
     ConsoleProgress,
     EpisodeStats,
-    MetricsLog,
     evaluation_line,
     trim_metrics,
 )
@@ -51,7 +54,7 @@ from turnwise.checkpoint import (
 from turnwise.checkpoint_store import CheckpointStore, open_store
 from turnwise.config import Config, check_values, evaluation_env
 from turnwise.metrics import TrainingMetrics
-from turnwise.schema import column_numpy
+from turnwise.run_store import RecordFile, RunStore, node_record
 from turnwise.spaces import space_to_json
 
 log = logging.getLogger(__name__)
@@ -103,8 +106,22 @@ def check_config(config: Config) -> None:
     check_values(config)
 
 
+def run_store(config: Config, run_dir: Path) -> RunStore:
+    """Where the run's records go: ``store.uri``, else the run directory."""
+    return RunStore(config.store.uri or run_dir)
+
+
 def checkpoint_store(config: Config, run_dir: Path) -> CheckpointStore:
-    return open_store(config.checkpoint.uri or str(run_dir / "checkpoints"))
+    """``checkpoint.uri``, else the run store's ``checkpoints``."""
+    return open_store(config.checkpoint.uri or run_store(config, run_dir).uri_of("checkpoints"))
+
+
+def placement(num_cpus: float, resources: dict[str, float], num_gpus: float = 0) -> dict:
+    """``.options()`` for an actor of these resources (none where they are empty)."""
+    options: dict[str, Any] = {"num_cpus": num_cpus, "resources": dict(resources) or None}
+    if num_gpus:
+        options["num_gpus"] = num_gpus
+    return options
 
 
 def check_evaluation(config: Config, training: EnvInfo) -> None:
@@ -193,10 +210,13 @@ class Trainer:
         self.env: EnvInfo = describe_env(config.env)
         check_evaluation(config, self.env)
         close_launchers()  # a launch-mode probe server is not needed for the whole run
+        self.records = run_store(config, run_dir)
         self.store = checkpoint_store(config, run_dir)
+        # the initial (or resumed) policy, checked here; it trains in the learner actor
         self.learner = PPOLearner(
-            self.env.observation_space, self.env.action_space, config.learner, config.learner.device
+            self.env.observation_space, self.env.action_space, config.learner, "cpu"
         )
+        self.learner_actor: ray.actor.ActorHandle | None = None  # started by run()
         self.counters = Counters()
         self.episodes = EpisodeStats()
         self._stop = threading.Event()
@@ -235,7 +255,8 @@ class Trainer:
         log.info("resumed from %s at %s env steps", checkpoint.name, self.counters.env_steps)
 
     def save(self, evaluate: bool = False) -> str:
-        """Checkpoint now; ``evaluate`` marks it for the external evaluator."""
+        """Checkpoint now (the learner actor's state, written here); ``evaluate`` marks it
+        for the external evaluator."""
         manifest = {
             "evaluate": evaluate,
             "env_id": self.env.env_id,
@@ -243,12 +264,12 @@ class Trainer:
             "observation_space": space_to_json(self.env.observation_space),
             "action_space": space_to_json(self.env.action_space),
             "env_steps": self.counters.env_steps,
-            "policy_version": self.learner.version,
+            "policy_version": self.learner.version,  # the learner actor's, as last reported
             "counters": dataclasses.asdict(self.counters),
             "train_return": self.episodes.summary()["train_return"],
             "config": dataclasses.asdict(self.config),
         }
-        state = self.learner.state_dict()
+        state = ray.get(self.learner_actor.state.remote())
         trainer = {
             "learner": {"optimizer": state["optimizer"], "version": state["version"]},
             "counters": dataclasses.asdict(self.counters),
@@ -306,6 +327,7 @@ class Trainer:
         self.cloudwatch.ensure_divergence_alarm()
         self.tensorboard = self._open_tensorboard()
         with ray_session(self.config):
+            self.learner_actor = self._start_learner()
             actors = self._start_actors()
             self.evaluator = self._start_evaluator()
             # every actor starts sampling at once, and start-up is not counted in steps/s
@@ -313,10 +335,11 @@ class Trainer:
             if self.evaluator is not None:
                 started.append(self.evaluator.ready)
             ray.get(started, timeout=ACTOR_START_TIMEOUT_S)
+            self._write_placement()
             self._start_counting_evaluations()
+            metrics = RecordFile(self.records, "metrics.jsonl", self.config.store.flush_interval_s)
             if self.config.resume:  # the stretch after the checkpoint is redone
-                trim_metrics(self.run_dir / "metrics.jsonl", self.counters.env_steps)
-            metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+                trim_metrics(metrics, self.counters.env_steps)
             progress = ConsoleProgress(
                 self.config.train.env_steps, self.counters.env_steps, self.config.train.progress
             )
@@ -336,6 +359,7 @@ class Trainer:
                     ray.kill(actor)
                 if self.evaluator is not None:
                     ray.kill(self.evaluator.actor)
+                ray.kill(self.learner_actor)
                 self._linger()
                 self.telemetry.close()
                 self.cloudwatch.close()
@@ -346,15 +370,33 @@ class Trainer:
             self.run_dir, self.counters, uri, self.episodes.summary()["train_return"]
         )
 
+    def _start_learner(self) -> ray.actor.ActorHandle:
+        """The learner actor, where ``learner.num_gpus`` / ``learner.resources`` are (a
+        local Ray: this machine), starting from the checked initial or resumed policy."""
+        cfg = self.config.learner
+        return (
+            ray.remote(LearnerActor)
+            .options(
+                name=f"turnwise-learner@{self.run_dir.resolve()}",
+                **placement(cfg.num_cpus, cfg.resources, cfg.num_gpus),
+            )
+            .remote(
+                self.env.observation_space,
+                self.env.action_space,
+                cfg,
+                self.learner.state_dict(),
+            )
+        )
+
     def _start_actors(self) -> list[ray.actor.ActorHandle]:
         cfg = self.config
         remote = ray.remote(RolloutWorker)
-        log_dir = str(self.run_dir) if cfg.transition_log.enabled else None
+        log_dir = self.records.uri if cfg.transition_log.enabled else None
         return [
             remote.options(
                 name=rollout_actor_name(self.run_dir, i),
-                num_cpus=cfg.actors.num_cpus,
                 max_restarts=cfg.actors.max_restarts,
+                **placement(cfg.actors.num_cpus, cfg.actors.resources),
             ).remote(i, cfg.env, cfg.actors, cfg.learner, cfg.train.seed, log_dir)
             for i in range(cfg.actors.num_actors)
         ]
@@ -362,7 +404,25 @@ class Trainer:
     def _start_evaluator(self) -> RemoteEvaluator | None:
         if not self.config.evaluator.enabled:
             return None
-        return RemoteEvaluator(self.config, self.run_dir, self.store.uri)
+        return RemoteEvaluator(self.config, self.run_dir, self.store.uri, self.records.uri)
+
+    def _write_placement(self) -> None:
+        """``placement.json`` in the run store: the cluster's nodes and their resources,
+        and the nodes of the driver, the learner (and its device) and the evaluator as the
+        run started. Each rollout actor life records
+        its own node in its ``transitions/actor-NNN/incarnation-III.json``."""
+        record: dict[str, Any] = {"time": time.time(), "driver": node_record()}
+        record["nodes"] = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        record["learner"] = ray.get(self.learner_actor.describe.remote())
+        if self.evaluator is not None:
+            record["evaluator"] = ray.get(self.evaluator.actor.describe.remote())
+        self.records.write("placement.json", json.dumps(record, indent=2).encode())
+        log.info(
+            "learner on node %s (%s); run store %s",
+            record["learner"]["node_id"],
+            record["learner"]["device"],
+            self.records.uri,
+        )
 
     def _linger(self) -> None:
         """Hold the metrics endpoint open with the final values for a last scrape."""
@@ -436,9 +496,10 @@ class Trainer:
         except ActorFailing as failing:
             raise failing from error
 
-    def _loop(self, actors, metrics: MetricsLog, progress: ConsoleProgress) -> None:
+    def _loop(self, actors, metrics: RecordFile, progress: ConsoleProgress) -> None:
         cfg = self.config
-        weights = ray.put(self.learner.weights())
+        learner = self.learner_actor
+        weights = learner.weights.remote()
         pending: dict[ray.ObjectRef, tuple[int, float]] = {  # -> (actor, when submitted)
             actor.sample.remote(weights): (i, time.monotonic())
             for i, actor in enumerate(actors)
@@ -453,27 +514,30 @@ class Trainer:
             and not self._stop.is_set()
             and time.monotonic() < deadline
         ):
-            [ref], _ = ray.wait(list(pending), num_returns=1)
+            # the batch stays where it is until the learner fetches it (not via the driver)
+            [ref], _ = ray.wait(list(pending), num_returns=1, fetch_local=False)
             i, submitted = pending.pop(ref)
-            try:
-                batch = ray.get(ref)
-            except (RayActorError, RayTaskError) as error:
-                self._actor_failed(health[i], error, submitted)
-                pending[actors[i].sample.remote(weights)] = (i, time.monotonic())
-                continue
-            health[i].succeeded()
+            summary_ref, new_weights = learner.update.options(num_returns=2).remote(
+                [ref], self.counters.env_steps / cfg.train.env_steps
+            )
             # keep the actor busy meanwhile
             pending[actors[i].sample.remote(weights)] = (i, time.monotonic())
-            lag = self.learner.version - int(column_numpy(batch, "policy_version").min())
-            if lag > cfg.learner.max_policy_lag:
+            summary = ray.get(summary_ref)
+            if summary["failed"]:  # the actor's error, read from the reference
+                try:
+                    ray.get(ref)
+                except (RayActorError, RayTaskError) as error:
+                    self._actor_failed(health[i], error, submitted)
+                continue
+            health[i].succeeded()
+            if summary["dropped"]:
                 self.counters.dropped_batches += 1
                 continue
-            self.learner.anneal(self.counters.env_steps / cfg.train.env_steps)
-            stats = self.learner.update(batch)
-            weights = ray.put(self.learner.weights())
-            self.counters.env_steps += batch.num_rows
+            weights, stats = new_weights, summary["stats"]
+            self.learner.version = summary["version"]
+            self.counters.env_steps += summary["rows"]
             self.counters.updates += 1
-            self.counters.episodes += self.episodes.add(batch)
+            self.counters.episodes += self.episodes.add(summary["episodes"])
             self._count_evaluations()
             elapsed = max(time.monotonic() - started, 1e-9)
             row = {
@@ -486,7 +550,7 @@ class Trainer:
                 **self.episodes.summary(),
                 **stats,
             }
-            metrics.write(row)
+            metrics.append(row)
             self.telemetry.observe_update(row)
             self.cloudwatch.publish(row)
             if self.tensorboard is not None:
@@ -512,11 +576,12 @@ class Trainer:
             "started": time.time(),
         }
         name = "run.json" if not self.config.resume else f"run-resume-{int(time.time())}.json"
-        write_atomic(self.run_dir / name, json.dumps(record, indent=2).encode())
-        write_atomic(
-            self.run_dir / "config.json",
-            json.dumps(dataclasses.asdict(self.config), indent=2).encode(),
+        self.records.write(name, json.dumps(record, indent=2).encode())
+        self.records.write(
+            "config.json", json.dumps(dataclasses.asdict(self.config), indent=2).encode()
         )
+        if not self.records.local and self.config.store.uri:
+            log.info("run store: %s (this directory keeps the driver's log)", self.records.uri)
 
 
 def rollout_actor_name(run_dir: Path, index: int) -> str:

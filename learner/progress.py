@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from actors.transition_log import write_atomic
+from turnwise.run_store import RecordFile, RunStore
 from turnwise.schema import column_numpy
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,20 @@ class MetricsLog:
         self._handle.close()
 
 
-def trim_metrics(path: Path, env_steps: int) -> int:
-    """Cut a metrics log back to a resumed checkpoint's ``env_steps``: drop torn lines
-    (a crash mid-write) and the rows past it (the stretch the resumed run redoes), so
-    env steps stay monotone and the next row starts a line. Rewritten atomically only
-    when something changes; returns the number of lines dropped."""
-    if not path.exists():
-        return 0
-    text = path.read_text(encoding="utf-8")
+def trim_metrics(path: Path | RecordFile, env_steps: int) -> int:
+    """Cut a metrics log (a file, or the run store's record) back to a resumed
+    checkpoint's ``env_steps``: drop torn lines (a crash mid-write) and the rows past it
+    (the stretch the resumed run redoes), so env steps stay monotone and the next row
+    starts a line. Rewritten atomically only when something changes; returns the number
+    of lines dropped."""
+    if not isinstance(path, RecordFile):
+        path = RecordFile(RunStore(Path(path).parent), Path(path).name)
+    text = path.text()
     lines = text.splitlines()
     kept = [line for line in lines if _row_within(line, env_steps)]
     if len(kept) == len(lines) and (not text or text.endswith("\n")):
         return 0
-    write_atomic(path, "".join(line + "\n" for line in kept).encode())
+    path.replace("".join(line + "\n" for line in kept))
     dropped = len(lines) - len(kept)
     log.info("metrics log cut back to %d env steps (%d lines dropped)", env_steps, dropped)
     return dropped

@@ -1,8 +1,9 @@
 """Plots and a Markdown summary of one run.
 
-``python -m learner.report RUN_DIR [--out DIR] [--serving-metrics FILE_OR_URL]`` reads
-``metrics.jsonl``, ``evaluations.jsonl`` and ``alerts.jsonl`` and writes, by default to
-``RUN_DIR/report/``:
+``python -m learner.report RUN [--out DIR] [--serving-metrics FILE_OR_URL]`` reads
+``metrics.jsonl``, ``evaluations.jsonl`` and ``alerts.jsonl`` of a run (its directory, or
+its run store URI ``s3://bucket/prefix``) and writes, by default to ``RUN_DIR/report/``
+(for a run on S3: ``./report-<run name>/``):
 
 - ``returns.png``: training and evaluation return over env steps, with the oracle;
 - ``health.png``: the six health metrics over env steps (inference latency from a
@@ -545,8 +546,38 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 # -- CLI ----------------------------------------------------------------------------
-def write_report(run_dir: Path, out: Path | None = None, serving: str | None = None) -> Path:
-    """Write the plots and report.md; returns the path of report.md."""
+RECORDS = ("metrics.jsonl", "evaluations.jsonl", "alerts.jsonl", "run.json", "config.json")
+
+
+def fetch_records(uri: str, into: Path) -> Path:
+    """Copy a run store's records (not its checkpoints or transitions) from ``uri`` (an
+    ``s3://`` run store) into the directory ``into/<run name>``; returns that directory."""
+    from turnwise.run_store import RunStore
+
+    store = RunStore(uri)
+    local = into / (store.uri.rstrip("/").rpartition("/")[2] or "run")
+    local.mkdir(parents=True, exist_ok=True)
+    found = 0
+    for name in RECORDS:
+        data = store.read_or_none(name)
+        if data is not None:
+            (local / name).write_bytes(data)
+            found += 1
+    if not found:
+        raise ReportError(f"no run at {store.uri} (none of {', '.join(RECORDS)})")
+    return local
+
+
+def write_report(run_dir: str | Path, out: Path | None = None, serving: str | None = None) -> Path:
+    """Write the plots and report.md; returns the path of report.md. ``run_dir`` may be
+    an ``s3://`` run store: its records are read from there."""
+    if str(run_dir).startswith("s3://"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="turnwise-report-") as tmp:
+            local = fetch_records(str(run_dir), Path(tmp))
+            return write_report(local, out or Path.cwd() / f"report-{local.name}", serving)
+    run_dir = Path(run_dir)
     run = load_run(run_dir)
     latency = load_latency(serving) if serving else None
     out = out or run_dir / "report"
@@ -569,7 +600,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run_dir", type=Path, help="a run directory (hydra.run.dir)")
+    parser.add_argument(
+        "run_dir", help="a run directory (hydra.run.dir) or run store URI (s3://bucket/prefix)"
+    )
     parser.add_argument("--out", type=Path, help="output directory (default RUN_DIR/report)")
     parser.add_argument(
         "--serving-metrics",

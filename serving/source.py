@@ -4,8 +4,9 @@ A source is a checkpoint store plus either a pinned checkpoint name or a pointer
 (``best``, falling back to ``latest``; or ``latest``). :func:`parse_source` accepts
 
 - a checkpoint directory or S3 prefix (``.../step-000000400000``): pinned to it;
-- a run directory (``RUN_DIR`` of ``python -m learner``): its checkpoint store, which is
-  ``checkpoint.uri`` from ``RUN_DIR/config.json`` when set, else ``RUN_DIR/checkpoints``;
+- a run directory (``RUN_DIR`` of ``python -m learner``) or run store (``store.uri``,
+  ``s3://bucket/prefix``): its checkpoint store, which is ``checkpoint.uri`` from its
+  ``config.json`` when set, else its ``checkpoints``;
 - a store (a local directory, ``file:///path`` or ``s3://bucket/prefix``): its pointer.
 
 A pinned checkpoint is validated by :func:`parse_source`; a pointer's checkpoints are
@@ -99,6 +100,22 @@ def _run_store(run_dir: Path) -> str | None:
     return None
 
 
+def _s3_run_store(uri: str) -> str | None:
+    """The checkpoint store of a run store on S3 (``store.uri``: it holds
+    ``config.json``), or None if ``uri`` is not one."""
+    from turnwise.run_store import RunStore
+
+    run = RunStore(uri)
+    data = run.read_or_none("config.json")
+    if data is None:
+        return None
+    try:
+        checkpoint_uri = json.loads(data).get("checkpoint", {}).get("uri") or ""
+    except (json.JSONDecodeError, AttributeError):
+        checkpoint_uri = ""
+    return checkpoint_uri or run.uri_of("checkpoints")
+
+
 def parse_source(target: str, pointer: Pointer = "best") -> PolicySource:
     """The :class:`PolicySource` that ``target`` (a path or URI) names; see the module doc.
 
@@ -119,7 +136,7 @@ def _locate(target: str, pointer: Pointer) -> PolicySource:
         if _is_checkpoint(target):
             parent, name = _split_uri(target)
             return PolicySource(parent, pointer, name)
-        return PolicySource(target.rstrip("/"), pointer)
+        return PolicySource(_s3_run_store(target.rstrip("/")) or target.rstrip("/"), pointer)
     local = Path(parts.path if parts.scheme == "file" else target).expanduser().resolve()
     if parts.scheme not in ("", "file"):
         raise ValueError(f"unsupported checkpoint URI {target!r}: use a path or s3://")

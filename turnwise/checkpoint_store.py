@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -9,7 +10,7 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -162,64 +163,42 @@ class LocalCheckpointStore:
 class S3CheckpointStore:
     """Checkpoints under `s3://<bucket>/<prefix>/<name>/`; the marker object is written last.
 
-    S3 has no atomic rename: overwriting an existing checkpoint first deletes its marker, so an
+    S3 is reached through the run store's filesystem (`turnwise.run_store`, pyarrow's S3
+    with the standard credential chain and `AWS_ENDPOINT_URL`); each file is one PUT. S3 has
+    no atomic rename: overwriting an existing checkpoint first deletes its marker, so an
     interrupted overwrite leaves it incomplete (not listed), never a mix of old and new files.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
-        import boto3
+    def __init__(self, bucket: str, prefix: str = "") -> None:
+        from turnwise.run_store import RunStore
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._s3 = client or boto3.client(
-            "s3",
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        )
-
-    def _key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
+        self._store = RunStore(self.uri)
 
     def _dir(self, name: str) -> str:
-        return self._key(_check_name(name)) + "/"
+        return _check_name(name) + "/"
 
     def uri_of(self, name: str) -> str:
-        return f"s3://{self.bucket}/{self._key(_check_name(name))}"
-
-    def _keys(self, prefix: str) -> list[str]:
-        pages = self._s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        )
-        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        return self._store.uri_of(_check_name(name))
 
     def _get(self, key: str) -> bytes | None:
-        try:
-            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except self._s3.exceptions.NoSuchKey:
-            return None
-
-    def _put(self, key: str, data: bytes) -> None:
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def _delete_keys(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[i : i + 1000]]
-            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        return self._store.read_or_none(key)
 
     def save(self, name: str, files: Mapping[str, bytes]) -> str:
         _check_save(name, files)
         base = self._dir(name)
         marker = base + CHECKPOINT_MARKER
-        old = set(self._keys(base))
-        self._delete_keys(sorted(old & {marker}))  # an overwritten checkpoint is incomplete first
+        old = set(self._store.files(base, recursive=True))
+        self._store.delete(sorted(old & {marker}))  # an overwritten checkpoint is incomplete first
         written = {marker}
         for filename, data in files.items():
             if filename != CHECKPOINT_MARKER:
                 key = base + filename
-                self._put(key, data)
+                self._store.write(key, data)
                 written.add(key)
-        self._delete_keys(sorted(old - written))
-        self._put(marker, files[CHECKPOINT_MARKER])
+        self._store.delete(sorted(old - written))
+        self._store.write(marker, files[CHECKPOINT_MARKER])
         logger.info("saved checkpoint %s (%d files)", self.uri_of(name), len(files))
         return self.uri_of(name)
 
@@ -231,7 +210,7 @@ class S3CheckpointStore:
 
     def load(self, name: str) -> dict[str, bytes]:
         base = self._require_complete(name)
-        files = {key[len(base) :]: self._get(key) for key in self._keys(base)}
+        files = {key[len(base) :]: self._get(key) for key in self._store.files(base)}
         if any(data is None for data in files.values()):  # deleted while we were reading
             raise _missing(self, name)
         return files  # type: ignore[return-value]
@@ -245,24 +224,23 @@ class S3CheckpointStore:
         return data
 
     def list(self) -> list[str]:
-        base = f"{self.prefix}/" if self.prefix else ""
-        names = (k[len(base) :].split("/") for k in self._keys(base))
+        names = (key.split("/") for key in self._store.files(recursive=True))
         return sorted(p[0] for p in names if p[1:] == [CHECKPOINT_MARKER] and _NAME.fullmatch(p[0]))
 
     def set_pointer(self, pointer: str, name: str) -> None:
-        self._put(self._key(_check_name(pointer, "pointer name")), _check_name(name).encode())
+        self._store.write(_check_name(pointer, "pointer name"), _check_name(name).encode())
         logger.info("pointer %s -> %s in %s", pointer, name, self.uri)
 
     def pointer(self, pointer: str) -> str | None:
-        data = self._get(self._key(_check_name(pointer, "pointer name")))
+        data = self._get(_check_name(pointer, "pointer name"))
         return None if data is None else data.decode().strip()
 
     def delete(self, name: str) -> None:
         base = self._dir(name)
-        keys = self._keys(base)
-        marker = [k for k in keys if k == base + CHECKPOINT_MARKER]
-        self._delete_keys(marker)  # incomplete first, then the rest
-        self._delete_keys([k for k in keys if k not in marker])
+        keys = self._store.files(base, recursive=True)
+        self._store.delete([k for k in keys if k == base + CHECKPOINT_MARKER])  # incomplete first
+        with contextlib.suppress(FileNotFoundError):  # then the rest, the prefix itself
+            self._store.fs.delete_dir(self._store.path(base))
         logger.info("deleted checkpoint %s (%d objects)", self.uri_of(name), len(keys))
 
 

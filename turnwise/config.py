@@ -50,6 +50,8 @@ class ActorsConfig:
     # remote simulator one group's step then overlaps the policy's work on the next (2
     # pays where the simulator has CPUs of its own); part of what a seed means
     num_cpus: float = 0.5  # CPUs Ray reserves per rollout actor
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per
+    # actor, e.g. {rollout: 1}: actors land only on nodes that advertise them
     max_restarts: int = -1  # Ray restarts a crashed actor this often (-1: always)
 
 
@@ -89,6 +91,10 @@ class PPOConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     cpu_threads: int = 1  # torch threads of a CPU learner: a small MLP runs fastest on one,
     # and the rollout actors need the other cores (0: torch's default)
+    num_cpus: float = 0.0  # CPUs Ray reserves for the learner actor (0: none, as for a driver)
+    num_gpus: float = 0.0  # GPUs Ray reserves for it: the learner lands on a GPU node
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources for
+    # the learner actor, e.g. {learner: 1}
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
 
 
@@ -99,6 +105,14 @@ class CheckpointConfig:
     keep_last: int = 3  # older checkpoints are deleted (best is always kept)
     keep_awaiting_evaluation: int = 8  # older ones the evaluator has yet to evaluate are
     # spared, up to this many (the oldest); beyond it they are deleted with a warning
+
+
+@dataclass
+class StoreConfig:
+    uri: str = ""  # where a run's records go (checkpoints unless checkpoint.uri, transitions,
+    # metrics, evaluations, alerts): a local dir or s3://bucket/prefix; empty: RUN_DIR
+    flush_interval_s: float = 10.0  # on S3: metrics.jsonl is uploaded whole at most this
+    # often (and at the end); evaluations and alerts on every row
 
 
 @dataclass
@@ -120,6 +134,7 @@ class EvaluatorConfig:
     baseline: str = "auto"  # auto: the env's oracle if it declares one; oracle; none; a
     # reference return (a number); or package.module:function, a baseline policy
     num_cpus: float = 0.25  # CPUs Ray reserves for the evaluator actor
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources for it
     max_restarts: int = -1  # Ray restarts a crashed evaluator this often (-1: always)
     niceness: int = 10  # OS priority offset of the evaluator's process: it yields the CPU
     # to rollout and learning on a shared node (0: same priority)
@@ -171,6 +186,7 @@ class Config:
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     learner: PPOConfig = field(default_factory=PPOConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     transition_log: TransitionLogConfig = field(default_factory=TransitionLogConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
@@ -205,7 +221,15 @@ GROUPS: dict[str, type] = {
 
 # Mappings passed through to a library or an env: open, so that a whole mapping can be
 # given on the command line (``env.kwargs={max_steps: 50}``), not only key by key.
-FREE_FORM = ("env.kwargs", "evaluator.env.kwargs", "ray.init", "monitoring.cloudwatch.dimensions")
+FREE_FORM = (
+    "env.kwargs",
+    "evaluator.env.kwargs",
+    "ray.init",
+    "monitoring.cloudwatch.dimensions",
+    "actors.resources",
+    "learner.resources",
+    "evaluator.resources",
+)
 
 
 def _schema_node() -> Any:
@@ -327,6 +351,24 @@ def one_of(choices: Sequence[Any], what: str) -> Rule:
     return Rule(lambda v: v in choices, "one of " + ", ".join(map(str, choices)), what)
 
 
+def resources(what: str) -> Rule:
+    """A mapping of custom Ray resource names to amounts (CPU and GPU have their keys)."""
+    return Rule(
+        lambda v: all(k not in ("CPU", "GPU") and float(n) >= 0 for k, n in v.items()),
+        "a mapping of custom resource names to amounts >= 0 (not CPU or GPU: use num_cpus, "
+        "num_gpus)",
+        what,
+    )
+
+
+def store_uri(what: str) -> Rule:
+    from turnwise.run_store import check_uri
+
+    return Rule(
+        lambda v: check_uri(v) is None, "s3://bucket[/prefix], file:///path or a path", what
+    )
+
+
 # Per config dataclass, the rule of each field it checks: every numeric field has one.
 RULES: dict[type, dict[str, Rule]] = {
     SimulatorConfig: {
@@ -342,6 +384,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "max_in_flight": at_least(1, "sample() calls outstanding per actor"),
         "env_groups": at_least(1, "groups an actor's envs step in"),
         "num_cpus": at_least(0, "CPUs per rollout actor"),
+        "resources": resources("custom Ray resources per rollout actor"),
         "max_restarts": at_least(-1, "Ray restarts of a crashed actor; -1: always"),
     },
     NormalizerConfig: {
@@ -378,8 +421,16 @@ RULES: dict[type, dict[str, Rule]] = {
             "learner device",
         ),
         "cpu_threads": at_least(0, "torch threads of a CPU learner; 0: torch's default"),
+        "num_cpus": at_least(0, "CPUs of the learner actor"),
+        "num_gpus": at_least(0, "GPUs of the learner actor"),
+        "resources": resources("custom Ray resources of the learner actor"),
+    },
+    StoreConfig: {
+        "uri": store_uri("the run store"),
+        "flush_interval_s": at_least(0, "seconds between uploads of metrics.jsonl on S3"),
     },
     CheckpointConfig: {
+        "uri": store_uri("the checkpoint store"),
         "every_env_steps": at_least(1, "env steps between checkpoints"),
         "keep_last": at_least(0, "checkpoints kept; 0: all"),
         "keep_awaiting_evaluation": at_least(0, "old checkpoints spared for the evaluator"),
@@ -391,6 +442,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "divergence_threshold": within(0, 1, "eval/train return ratio that alerts"),
         "divergence_warmup_env_steps": at_least(0, "env steps before the alert can fire"),
         "num_cpus": at_least(0, "CPUs of the evaluator actor"),
+        "resources": resources("custom Ray resources of the evaluator actor"),
         "max_restarts": at_least(-1, "Ray restarts of a crashed evaluator; -1: always"),
         "niceness": within(0, 19, "OS priority offset of the evaluator; 0: same priority"),
     },
