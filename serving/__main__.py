@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=128, help="rows per forward")
     parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="to fill a batch")
     parser.add_argument("--address", default="", help="Ray address to join (default: local)")
+    parser.add_argument("--max-sessions", type=int, default=10_000, help="open sessions at once")
+    parser.add_argument("--session-idle-ttl", type=float, default=300.0, help="seconds")
     return parser.parse_args(argv)
 
 
@@ -49,6 +51,7 @@ def serve_args(args: argparse.Namespace) -> ServeArgs:
         max_request_rows=min(128, args.max_batch_size),
         batch_wait_timeout_s=args.batch_wait_ms / 1000,
         deployment={"num_replicas": args.replicas},
+        sessions={"max_sessions": args.max_sessions, "idle_ttl_s": args.session_idle_ttl},
     )
 
 

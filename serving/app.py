@@ -5,6 +5,9 @@
 Each replica loads the checkpoint in its constructor, batches concurrent requests into
 one forward pass (``serve.batch``), and polls the store's pointer in a background task
 to switch to a newly promoted checkpoint; ``reconfigure(user_config)`` pins one.
+Sessions (``/v1/sessions``) keep a recurrent policy's state between a client's turns in
+the app's one ``SessionStore`` deployment (serving/sessions.py), so any replica answers
+any turn.
 """
 
 # No ``from __future__ import annotations`` here: Serve rewrites the route signatures
@@ -12,6 +15,7 @@ to switch to a newly promoted checkpoint; ``reconfigure(user_config)`` pins one.
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 import torch
@@ -20,13 +24,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
 
 from serving import inference
 from serving.admission import AdmissionController
-from serving.inference import Answer, Query, rows
+from serving.inference import Answer, Query, Turn, TurnAnswer, rows
 from serving.metrics import RequestMetricsMiddleware, get_metrics
 from serving.schema import ActRequestSchema, ApiError
-from serving.settings import PolicySettings, ServeArgs, UserConfig, check_rows
+from serving.sessions import STORE_DEPLOYMENT, SessionStoreServer
+from serving.settings import PolicySettings, ServeArgs, SessionSettings, UserConfig, check_rows
 from serving.source import LoadedPolicy, PolicySource, load_policy, parse_source
 from serving.web import check_bearer, install_error_handlers, read_json_body, read_token
 
@@ -55,6 +61,53 @@ def reply(answer: Answer, policy: LoadedPolicy, batched: bool) -> dict[str, Any]
     return content
 
 
+def turn_reply(answer: TurnAnswer, policy: LoadedPolicy, turn: int) -> dict[str, Any]:
+    """The body of a session turn's answer: the action, the turn it answers, the weights."""
+    return {
+        "policy_version": policy.policy_version,
+        "env_version": policy.env_version,
+        "checkpoint": policy.name,
+        "turn": turn,
+        "action": answer.action[0].tolist(),
+    }
+
+
+STORE_TIMEOUT_S = 5.0  # a session store call not answered by then: 503
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what start() makes: 24 URL-safe characters
+NEW_SESSION = "a new session for a new episode: POST /v1/sessions"
+
+
+def valid_session_id(session_id: str) -> bool:
+    return SESSION_ID.fullmatch(session_id) is not None
+
+
+def gone_error(reason: str, limits: SessionSettings) -> ApiError:
+    """The 4xx for a session that is ``unknown`` (404), ended or expired (410), under the
+    store's bounds ``limits``. The id is not echoed."""
+    if reason == "ended":
+        return ApiError(410, "session_ended", "this session was ended", NEW_SESSION)
+    if reason == "expired_idle":
+        detail = f"this session expired: no turn for {limits.idle_ttl_s:g} s (idle_ttl_s)"
+        return ApiError(410, "session_expired", detail, NEW_SESSION)
+    if reason == "expired_age":
+        detail = f"this session expired: it started over {limits.max_age_s:g} s ago (max_age_s)"
+        return ApiError(410, "session_expired", detail, NEW_SESSION)
+    detail = "no such session: never started here, or ended or expired long ago"
+    return ApiError(404, "unknown_session", detail, NEW_SESSION)
+
+
+def turn_conflict(asked: int, turn: int) -> ApiError:
+    """409: a request for a turn the session is not at (a retry, or two at once)."""
+    return ApiError(
+        409,
+        "turn_conflict",
+        f"this request is for turn {asked}, but the session has answered {turn} turns "
+        "(a repeated or concurrent request): its action was not recorded",
+        expected=f'the next turn, "turn": {turn}',
+    )
+
+
 class SpaceMismatch(ValueError):
     """A new checkpoint whose spaces differ from the served one's: never switched to."""
 
@@ -64,9 +117,12 @@ class SpaceMismatch(ValueError):
 class PolicyServer:
     """Serves one policy at a time; see docs/serving.md for the API."""
 
-    async def __init__(self, args: dict[str, Any]) -> None:
+    async def __init__(
+        self, args: dict[str, Any], sessions: DeploymentHandle | None = None
+    ) -> None:
         torch.set_num_threads(1)
         self.args = ServeArgs.model_validate(args)
+        self._sessions = sessions  # the app's SessionStore
         self.metrics = get_metrics()
         self._token = read_token(self.args.token_env)
         self._initial = parse_source(self.args.checkpoint, self.args.pointer)
@@ -74,6 +130,7 @@ class PolicyServer:
         self._settings = UserConfig(**self._defaults())
         self._policy: LoadedPolicy | None = None
         self._schema: ActRequestSchema | None = None
+        self._turn_schema: ActRequestSchema | None = None
         self._reload_error: str | None = None
         self._lock = asyncio.Lock()
         self._admission = AdmissionController(self.args.max_queue_wait_s)
@@ -98,8 +155,9 @@ class PolicyServer:
         return self.args.model_dump(include=set(PolicySettings.model_fields))
 
     def _apply_batch_settings(self) -> None:
-        self._batched.set_max_batch_size(self._settings.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
+        for batched in (self._batched, self._batched_turns):
+            batched.set_max_batch_size(self._settings.max_batch_size)
+            batched.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
 
     async def _watch(self) -> None:
         while True:
@@ -135,11 +193,12 @@ class PolicyServer:
         if self._schema is None:
             space = policy.observation_space
             head = policy.model.head
+            mask_width = head.size if head.maskable else None
             self._schema = ActRequestSchema(
-                space,
-                self.args.max_request_rows,
-                self.args.check_bounds,
-                mask_width=head.size if head.maskable else None,
+                space, self.args.max_request_rows, self.args.check_bounds, mask_width
+            )
+            self._turn_schema = ActRequestSchema(
+                space, 1, self.args.check_bounds, mask_width, session=True
             )
         previous, self._policy = self._policy, policy  # in-flight batches keep their snapshot
         self._reload_error = None
@@ -182,11 +241,64 @@ class PolicyServer:
         self.metrics.observe_inference(seconds, rows(queries))
         return [(answer, policy) for answer in answers]
 
+    @serve.batch(max_batch_size=128, batch_wait_timeout_s=0.0, batch_size_fn=rows)
+    async def _batched_turns(
+        self, turns: list[Turn]
+    ) -> list[tuple[TurnAnswer | None, LoadedPolicy]]:
+        """Session turns; None for a turn whose state does not fit this batch's policy
+        (a reload to a policy with another state width)."""
+        policy = self._require_policy()
+        width = policy.model.state_size
+        fits = [t.state is None or t.state.shape == (1, width) for t in turns]
+        ready = [
+            Turn(t.obs, policy.model.initial_state(1) if t.state is None else t.state,
+                 t.deterministic, t.mask)
+            for t, ok in zip(turns, fits, strict=True) if ok
+        ]  # fmt: skip
+        answers: list[TurnAnswer] = []
+        if ready:
+            answers, seconds = inference.act_turns(policy.model, ready)
+            self.metrics.observe_inference(seconds, rows(ready))
+        computed = iter(answers)
+        return [(next(computed) if ok else None, policy) for ok in fits]
+
+    async def _store(self, method: str, *args: Any) -> dict[str, Any]:
+        """One call to the session store; 503 when it cannot be reached."""
+        unavailable = ApiError(
+            503,
+            "sessions_unavailable",
+            "the session store did not answer",
+            headers={"Retry-After": "1"},
+        )
+        if self._sessions is None:
+            raise unavailable
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                return await getattr(self._sessions, method).remote(*args)
+        except Exception as error:
+            logger.warning("session store %s failed: %s", method, type(error).__name__)
+            raise unavailable from None
+
+    async def _session(self, method: str, session_id: str, *args: Any) -> dict[str, Any]:
+        """A store call about one session; 404/410 when it is unknown, ended or expired."""
+        if not valid_session_id(session_id):
+            raise gone_error("unknown", self.args.sessions)
+        result = await self._store(method, session_id, *args)
+        if "error" in result and result["error"] != "conflict":
+            raise gone_error(result["error"], self.args.sessions)
+        return result
+
     # -- routes -------------------------------------------------------------------------
     @app.post("/v1/act")
     async def act(self, request: Request) -> JSONResponse:
         check_bearer(request, self._token)
-        self._require_policy()
+        if self._require_policy().model.state_size:
+            raise ApiError(
+                409,
+                "needs_session",
+                "the served policy is recurrent: its action depends on the episode so far",
+                expected="POST /v1/sessions, then one POST /v1/sessions/{id}/act per turn",
+            )
         with self._admission.admit(request.receive) as receive:  # before the body: cheap
             watched = Request(request.scope, receive)
             body = await read_json_body(watched, self.args.max_body_bytes, self.args.body_timeout_s)
@@ -194,6 +306,70 @@ class PolicyServer:
             obs, mask, batched, deterministic, return_probs = self._schema.parse(body)
             answer, policy = await self._batched(Query(obs, deterministic, return_probs, mask))
         return JSONResponse(reply(answer, policy, batched))
+
+    @app.post("/v1/sessions")
+    async def start_session(self, request: Request) -> JSONResponse:
+        """A new episode: a session at turn 0 (the zero state). The body is not read."""
+        check_bearer(request, self._token)
+        policy = self._require_policy()
+        result = await self._store("start", policy.name, policy.model.state_size)
+        limits = self.args.sessions
+        if result.get("error") == "full":
+            raise ApiError(
+                503,
+                "sessions_full",
+                f"{limits.max_sessions} sessions are open, the most this server keeps",
+                expected="end finished sessions with DELETE /v1/sessions/{id}, or retry "
+                "after Retry-After seconds, when the first open session expires",
+                headers={"Retry-After": str(result["retry_after_s"])},
+            )
+        content = {
+            "session_id": result["session_id"],
+            "turn": 0,
+            "state_size": policy.model.state_size,
+            "policy_version": policy.policy_version,
+            "env_version": policy.env_version,
+            "checkpoint": policy.name,
+            "idle_ttl_s": limits.idle_ttl_s,
+            "max_age_s": limits.max_age_s,
+        }
+        return JSONResponse(content, status_code=201)
+
+    @app.post("/v1/sessions/{session_id}/act")
+    async def session_act(self, session_id: str, request: Request) -> JSONResponse:
+        """One turn: the action for this observation from the session's state."""
+        check_bearer(request, self._token)
+        self._require_policy()
+        with self._admission.admit(request.receive) as receive:
+            watched = Request(request.scope, receive)
+            body = await read_json_body(watched, self.args.max_body_bytes, self.args.body_timeout_s)
+            assert self._turn_schema is not None
+            obs, mask, deterministic, asked = self._turn_schema.parse_turn(body)
+            session = await self._session("get", session_id)
+            turn = session["turn"]
+            if asked is not None and asked != turn:
+                raise turn_conflict(asked, turn)
+            state = session["state"]
+            state = None if state is None else state.reshape(1, -1)
+            answer, policy = await self._batched_turns(Turn(obs, state, deterministic, mask))
+            if answer is None:
+                raise ApiError(
+                    409,
+                    "policy_changed",
+                    "the served policy changed to one with another state width: this "
+                    "session cannot go on",
+                    expected=NEW_SESSION,
+                )
+            done = await self._session("commit", session_id, turn, answer.state, policy.name)
+            if done.get("error") == "conflict":
+                raise turn_conflict(turn, done["turn"])
+        return JSONResponse(turn_reply(answer, policy, turn))
+
+    @app.delete("/v1/sessions/{session_id}")
+    async def end_session(self, session_id: str, request: Request) -> JSONResponse:
+        check_bearer(request, self._token)
+        result = await self._session("end", session_id)
+        return JSONResponse({"ended": True, "turns": result["turns"]})
 
     @app.get("/v1/policy")
     async def policy(self, request: Request) -> JSONResponse:
@@ -207,12 +383,17 @@ class PolicyServer:
             "check_bounds": self.args.check_bounds,
         }
         settings = self._settings.model_dump()
+        sessions: dict[str, Any] = self.args.sessions.model_dump()
+        with contextlib.suppress(ApiError):  # the policy is described without the store too
+            sessions = await self._store("stats")
         return JSONResponse(
             {
                 **policy.describe(),
+                "state_size": policy.model.state_size,
                 "source": self._source.describe(),
                 "settings": settings,
                 "limits": limits,
+                "sessions": sessions,
                 "reload_error": self._reload_error,
             }
         )
@@ -230,4 +411,5 @@ class PolicyServer:
 def build_app(args: dict[str, Any] | ServeArgs) -> Application:
     """The application for ``serve run``/``serve deploy``: ``args`` as in ``ServeArgs``."""
     parsed = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args)
-    return PolicyServer.options(**parsed.deployment_options()).bind(parsed.model_dump())
+    store = SessionStoreServer.options(**STORE_DEPLOYMENT).bind(parsed.sessions.model_dump())
+    return PolicyServer.options(**parsed.deployment_options()).bind(parsed.model_dump(), store)

@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 logger = logging.getLogger(__name__)
 
-ROUTES = ("/v1/act", "/v1/policy", "/healthz", "/metrics")
+ROUTES = ("/v1/act", "/v1/policy", "/healthz", "/metrics", "/v1/sessions")
+# session paths carry an id; their label is the pattern
+SESSION_ROUTES = {"act": "/v1/sessions/{id}/act", "": "/v1/sessions/{id}"}
 INFERENCE_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25)
 REQUEST_BUCKETS = (5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -141,7 +143,12 @@ def route_label(scope: dict[str, Any]) -> str:
     root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :] or "/"
-    return path if path in ROUTES else "other"
+    if path in ROUTES:
+        return path
+    parts = path.split("/")  # "", "v1", "sessions", id[, "act"]
+    if parts[1:3] == ["v1", "sessions"] and len(parts) in (4, 5):
+        return SESSION_ROUTES.get(parts[4] if len(parts) == 5 else "", "other")
+    return "other"
 
 
 class RequestMetricsMiddleware:

@@ -8,6 +8,11 @@ lists of integers in range; a ``Dict`` an object of its named parts (all of them
 others); a ``Tuple`` a list of its parts. Where the policy's actions can be masked,
 ``"action_mask"`` (one list of booleans, or one per row of a batch) restricts them.
 Every malformed part is a 4xx that names where it is and what was expected.
+
+A session's turn (``POST /v1/sessions/{id}/act``, ``session=True``) takes one
+``"observation"`` in the same form, the same ``"action_mask"`` and ``"deterministic"``,
+and an optional ``"turn"``: the number of turns the client has had answered, checked
+against the session's.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class _ActRequestBase(BaseModel):
         if (self.observation is None) == (self.observations is None):  # type: ignore[attr-defined]
             raise ValueError("give exactly one of 'observation' or 'observations'")
         return self
+
+
+class _TurnRequestBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _nested(leaf: Any, shape: tuple[int, ...]) -> Any:
@@ -133,42 +142,57 @@ class ActRequestSchema:
         max_rows: int,
         check_bounds: bool = True,
         mask_width: int | None = None,
+        session: bool = False,
     ) -> None:
         self.space, self.max_rows, self.check_bounds = space, max_rows, check_bounds
-        self.mask_width = mask_width
+        self.mask_width, self.session = mask_width, session
         one = json_type(space)
-        fields: dict[str, Any] = {
-            "observation": (one | None, None),
-            "observations": (conlist(one, min_length=1, max_length=max_rows) | None, None),
-            "deterministic": (StrictBool, True),
-            "return_probs": (StrictBool, False),
-        }
-        if mask_width:
-            mask = conlist(StrictBool, min_length=mask_width, max_length=mask_width)
-            fields["action_mask"] = (mask | conlist(mask, min_length=1) | None, None)
-        self.model = create_model("ActRequest", __base__=_ActRequestBase, **fields)
+        mask = conlist(StrictBool, min_length=mask_width or 0, max_length=mask_width or 0)
+        if session:  # one observation per turn
+            fields: dict[str, Any] = {
+                "observation": (one, ...),
+                "deterministic": (StrictBool, True),
+                "turn": (Annotated[int, Field(strict=True, ge=0)] | None, None),
+            }
+            if mask_width:
+                fields["action_mask"] = (mask | None, None)
+            self.model = create_model("TurnRequest", __base__=_TurnRequestBase, **fields)
+        else:
+            fields = {
+                "observation": (one | None, None),
+                "observations": (conlist(one, min_length=1, max_length=max_rows) | None, None),
+                "deterministic": (StrictBool, True),
+                "return_probs": (StrictBool, False),
+            }
+            if mask_width:
+                fields["action_mask"] = (mask | conlist(mask, min_length=1) | None, None)
+            self.model = create_model("ActRequest", __base__=_ActRequestBase, **fields)
         self.expected = self._describe()
 
     def _describe(self) -> str:
+        rows = "" if self.session else " (one list per row for a batch)"
         mask = (
-            f', "action_mask": {self.mask_width} booleans (one list per row for a batch), '
-            "true where an action is allowed"
+            f', "action_mask": {self.mask_width} booleans{rows}, true where an action is allowed'
             if self.mask_width
             else ""
         )
+        obs = describe(self.space, self.check_bounds)
+        if self.session:
+            return (
+                f'a JSON object {{"observation": OBS}}, where OBS is {obs}; optional '
+                '"deterministic": true|false (default true), "turn": the number of turns '
+                "answered so far (checked against the session's)" + mask
+            )
         return (
             'a JSON object {"observation": OBS} or {"observations": [OBS, ...]} '
-            f"(1 to {self.max_rows} rows), where OBS is {describe(self.space, self.check_bounds)}; "
+            f"(1 to {self.max_rows} rows), where OBS is {obs}; "
             'optional "deterministic": true|false (default true), "return_probs": true|false' + mask
         )
 
     def parse(self, body: bytes) -> tuple[np.ndarray, np.ndarray | None, bool, bool, bool]:
         """``(flat observations (rows, D) float32, mask (rows, M) or None, batched,
         deterministic, return_probs)``."""
-        try:
-            request = self.model.model_validate_json(body)
-        except ValidationError as error:
-            raise self._invalid(error) from None
+        request = self._validated(body)
         batched = request.observations is not None
         rows = request.observations if batched else [request.observation]
         native = [self._native(self.space, _plain(row), f"row {r}") for r, row in enumerate(rows)]
@@ -180,6 +204,20 @@ class ActRequestSchema:
             request.deterministic,
             request.return_probs,
         )
+
+    def parse_turn(self, body: bytes) -> tuple[np.ndarray, np.ndarray | None, bool, int | None]:
+        """A session's turn (``session=True``): ``(flat observation (1, D) float32,
+        mask (1, M) or None, deterministic, turn or None)``."""
+        request = self._validated(body)
+        native = self._native(self.space, _plain(request.observation), "observation")
+        obs = encode(self.space, stack(self.space, [native]))
+        return obs, self._mask(request, 1, False), request.deterministic, request.turn
+
+    def _validated(self, body: bytes) -> Any:
+        try:
+            return self.model.model_validate_json(body)
+        except ValidationError as error:
+            raise self._invalid(error) from None
 
     def _mask(self, request: Any, rows: int, batched: bool) -> np.ndarray | None:
         given = getattr(request, "action_mask", None)

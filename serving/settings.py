@@ -51,6 +51,16 @@ class UserConfig(PolicySettings):
     checkpoint: str | None = None  # a checkpoint name in the store, or best/latest; None: pointer
 
 
+class SessionSettings(BaseModel):
+    """The session store's bounds (``POST /v1/sessions``, serving/sessions.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_sessions: int = Field(10_000, ge=1, le=10_000_000)  # open at once; more: 503
+    idle_ttl_s: float = Field(300.0, gt=0)  # a session expires this long after its last turn
+    max_age_s: float = Field(3600.0, gt=0)  # ... or this long after it started
+
+
 class ServeArgs(PolicySettings):
     """Arguments of :func:`serving.app.build_app` (the ``args:`` of a Serve config file)."""
 
@@ -63,6 +73,7 @@ class ServeArgs(PolicySettings):
     check_bounds: bool = True  # refuse observations outside the space's low/high
     token_env: str | None = None  # env var holding the bearer token; None: no auth
     deployment: dict[str, Any] = Field(default_factory=dict)  # Serve deployment options
+    sessions: SessionSettings = Field(default_factory=SessionSettings)  # stateful turns
 
     @model_validator(mode="after")
     def _rows_fit_a_batch(self) -> ServeArgs:

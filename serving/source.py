@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import numpy as np
 import torch
 from gymnasium import spaces
 
@@ -196,7 +197,7 @@ def load_policy(source: PolicySource, name: str) -> LoadedPolicy:
     for param in model.parameters():
         param.requires_grad_(False)
     with torch.inference_mode():  # warm up, so the first request does not pay for it
-        model(torch.zeros(1, flat_size(obs_space)))
+        model.act_recurrent(np.zeros((1, flat_size(obs_space)), np.float32), model.initial_state(1))
     policy = LoadedPolicy(
         model=model,
         name=checkpoint.name,

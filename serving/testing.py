@@ -18,7 +18,7 @@ import torch
 from turnwise.checkpoint import save_checkpoint
 from turnwise.checkpoint_store import open_store
 from turnwise.config import Config
-from turnwise.policy import ActorCritic, build_policy
+from turnwise.policy import ActorCritic, policy_from_config
 from turnwise.spaces import space_to_json
 
 
@@ -37,18 +37,27 @@ def make_checkpoint(
     seed: int = 0,
     promote: Literal["best", "latest"] = "best",
     logit_scale: float = 100.0,
+    env_id: str = "Warehouse-v0",
+    core: str = "mlp",
 ) -> BuiltCheckpoint:
-    """Save a fresh Warehouse-v0 policy with a non-trivial normalizer into ``store_uri``.
+    """Save a fresh policy for ``env_id`` (any registered env) with a non-trivial
+    normalizer into ``store_uri``; ``core`` as ``learner.model.core`` (mlp, lstm, gru).
 
     ``latest`` always moves to it; ``promote="best"`` moves ``best`` too. The policy
     head is scaled by ``logit_scale`` so greedy actions differ between observations.
     """
-    from sims.warehouse import WarehouseEnv
+    import gymnasium
+
+    import sims  # noqa: F401  (registers turnwise's envs)
+    from sims.versioning import env_version
 
     config = Config()
-    env = WarehouseEnv()
+    config.env.id = env_id
+    config.learner.model.core = core
+    env = gymnasium.make(env_id)
+    version, _ = env_version(env_id, {}, env)
     torch.manual_seed(seed)
-    model = build_policy(env.observation_space, env.action_space, config.learner.hidden_sizes)
+    model = policy_from_config(env.observation_space, env.action_space, config.learner)
     rng = np.random.default_rng(seed)
     size = model.normalizer.mean.numel()
     with torch.no_grad():
@@ -59,7 +68,7 @@ def make_checkpoint(
     model.eval()
     manifest = {
         "env_id": config.env.id,
-        "env_version": env.version,
+        "env_version": version,
         "observation_space": space_to_json(env.observation_space),
         "action_space": space_to_json(env.action_space),
         "env_steps": env_steps,
@@ -74,7 +83,7 @@ def make_checkpoint(
     if promote == "best":
         store.set_pointer("best", name)
     env.close()
-    return BuiltCheckpoint(name=name, uri=uri, model=model, env_version=env.version)
+    return BuiltCheckpoint(name=name, uri=uri, model=model, env_version=version)
 
 
 def random_walk_observations(n: int = 512, seed: int = 0) -> np.ndarray:
