@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from learner.sagemaker_entry import encode_overrides
+from learner.sagemaker_entry import STORE_URI_ENV, encode_overrides
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class JobSpec:
     max_wait_s: int = 7200  # spot: training plus waiting for capacity (>= max_run_s)
     volume_gb: int = 30
     retries: int = 0  # SageMaker RetryStrategy attempts (0: none)
+    run_s3: str = ""  # the run store (store.uri): every host's records; "": OUTPUT/JOB/run
 
 
 def check_spec(spec: JobSpec) -> None:
@@ -57,7 +58,9 @@ def check_spec(spec: JobSpec) -> None:
         raise ValueError(f"job name {spec.job_name!r}: letters, digits and '-', at most 63")
     if spec.instance_count < 1:
         raise ValueError("--instance-count must be at least 1")
-    for flag, uri in (("--checkpoint-s3", spec.checkpoint_s3), ("--output-s3", spec.output_s3)):
+    uris = [("--checkpoint-s3", spec.checkpoint_s3), ("--output-s3", spec.output_s3)]
+    uris += [("--run-s3", spec.run_s3)] if spec.run_s3 else []
+    for flag, uri in uris:
         if not uri.startswith("s3://") or len(uri) <= len("s3://"):
             raise ValueError(f"{flag} must be an s3:// URI, got {uri!r}")
     if spec.spot and spec.max_wait_s < spec.max_run_s:
@@ -96,6 +99,7 @@ def training_job_request(spec: JobSpec) -> dict[str, Any]:
             "ContainerEntrypoint": ENTRYPOINT,
         },
         "HyperParameters": encode_overrides(spec.overrides),
+        "Environment": {STORE_URI_ENV: run_store_uri(spec)},
         "ResourceConfig": {
             "InstanceType": spec.instance_type,
             "InstanceCount": spec.instance_count,
@@ -110,6 +114,15 @@ def training_job_request(spec: JobSpec) -> dict[str, Any]:
     if spec.retries > 0:
         request["RetryStrategy"] = {"MaximumRetryAttempts": spec.retries}
     return request
+
+
+def run_store_uri(spec: JobSpec) -> str:
+    """Where the job's records go: ``--run-s3``, a ``store.uri`` override, or
+    ``<output-s3>/<job name>/run``; every host's actors write their transitions there."""
+    given = [o.partition("=")[2] for o in spec.overrides if o.startswith("store.uri=")]
+    return spec.run_s3 or (
+        given[-1] if given else f"{spec.output_s3.rstrip('/')}/{spec.job_name}/run"
+    )
 
 
 def submit(request: dict[str, Any], client: Any = None) -> str:
@@ -140,6 +153,9 @@ def parse_args(argv: Sequence[str] | None) -> JobSpec:
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--checkpoint-s3", required=True, help="s3:// prefix for checkpoints")
     parser.add_argument("--output-s3", required=True, help="s3:// prefix for the model")
+    parser.add_argument(
+        "--run-s3", default="", help="s3:// run store (default: OUTPUT_S3/JOB_NAME/run)"
+    )
     parser.add_argument("--spot", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max-run", type=int, default=3600, help="seconds of training")
     parser.add_argument("--max-wait", type=int, default=7200, help="seconds, spot only")
@@ -155,6 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> JobSpec:
         instance_count=args.instance_count,
         checkpoint_s3=args.checkpoint_s3,
         output_s3=args.output_s3,
+        run_s3=args.run_s3,
         overrides=tuple(args.overrides),
         job_name=args.job_name or default_job_name(),
         spot=args.spot,

@@ -8,7 +8,10 @@ the others join it:
   ``python -m learner`` with the job's Hydra overrides plus ``ray.address=auto``,
   checkpoints in ``/opt/ml/checkpoints`` and ``resume=true`` when a checkpoint is already
   there (SageMaker restores that directory from S3 after a spot interruption), copy the
-  latest checkpoint to ``/opt/ml/model``, stop its Ray node.
+  latest checkpoint to ``/opt/ml/model``, stop its Ray node. With ``TURNWISE_STORE_URI``
+  (the launcher's ``--run-s3``) the run's records (every host's transitions, metrics,
+  evaluations, alerts) go to that run store on S3 (``store.uri``); the evaluator is placed
+  on the head (resource ``turnwise_head``), where the checkpoints are.
 - worker: ``ray start --address HEAD:6379``, wait until the head goes away, stop its Ray
   node, exit 0.
 
@@ -44,6 +47,8 @@ log = logging.getLogger("learner.sagemaker_entry")
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 RAY_PORT = 6379
+HEAD_RESOURCE = "turnwise_head"  # the head host's custom Ray resource
+STORE_URI_ENV = "TURNWISE_STORE_URI"  # the run store, set by the launcher (--run-s3)
 # Set by this entrypoint for every run; a hyperparameter may not set them.
 OWNED_KEYS = ("ray.address", "checkpoint.uri", "resume", "hydra.run.dir")
 # Hyperparameters SageMaker itself may add (tuning jobs, the SageMaker Python SDK).
@@ -218,9 +223,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, interval: float, wha
 
 def start_head(address: str, options: Options) -> RayNode:
     """``ray start --head``; returns once its GCS answers at ``address``."""
+    own = (
+        ()
+        if any(a.startswith("--resources") for a in options.ray_args)
+        else (f"--resources={json.dumps({HEAD_RESOURCE: 1})}",)
+    )
     node = RayNode(
         options.port, "--head", f"--port={options.port}", "--include-dashboard=false",
-        *options.ray_args,
+        *own, *options.ray_args,
     )  # fmt: skip
     wait_for(lambda: port_open(address) or not node.alive(), 120.0, 0.5, "no Ray head")
     if not node.alive():
@@ -297,12 +307,25 @@ def latest_checkpoint(directory: Path) -> str | None:
     return latest
 
 
+def placement_overrides(overrides: Sequence[str]) -> list[str]:
+    """The run store from the launcher, and the evaluator on the head host (it reads the
+    head's local checkpoints); a hyperparameter that sets either key wins."""
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    extra = []
+    if os.environ.get(STORE_URI_ENV) and "store.uri" not in given:
+        extra.append(f"store.uri={os.environ[STORE_URI_ENV]}")
+    if "evaluator.resources" not in given:
+        extra.append(f"evaluator.resources={{{HEAD_RESOURCE}:1}}")
+    return extra
+
+
 def learner_command(overrides: Sequence[str], paths: Paths, resume: bool) -> list[str]:
     return [
         sys.executable,
         "-m",
         "learner",
         *overrides,
+        *placement_overrides(overrides),
         "ray.address=auto",
         f"checkpoint.uri={paths.checkpoints.resolve().as_uri()}",
         f"resume={str(resume).lower()}",

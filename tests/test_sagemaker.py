@@ -184,20 +184,22 @@ def entry(paths: Paths, port: int, log: Path, ray_tmp: Path) -> subprocess.Popen
         )  # fmt: skip
 
 
-def ray_processes_of(port: int) -> list[int]:
-    """Ray processes of the test's cluster (their command lines name its GCS port)."""
+def ray_processes_of(port: int, ray_tmp: Path) -> list[int]:
+    """Ray processes of the test's cluster: their command lines name its GCS port and its
+    own temp dir (a port number alone also matches other people's Ray processes)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError):
             continue
-        if proc.name.isdigit() and re.search(rf"(:|port=){port}\b", cmdline):
+        ours = str(ray_tmp) in cmdline  # its sessions live in the test's RAY_TMPDIR
+        if proc.name.isdigit() and re.search(rf"(:|port=){port}\b", cmdline) and ours:
             pids.append(int(proc.name))
     return [pid for pid in pids if pid != os.getpid()]
 
 
-def stop_everything(processes: list[subprocess.Popen], port: int) -> None:
+def stop_everything(processes: list[subprocess.Popen], port: int, ray_tmp: Path) -> None:
     for process in processes:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -206,7 +208,7 @@ def stop_everything(processes: list[subprocess.Popen], port: int) -> None:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-    for pid in ray_processes_of(port):  # anything of this cluster that outlived its node
+    for pid in ray_processes_of(port, ray_tmp):  # what of this cluster outlived its node
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if os.environ.get("CI"):  # CI runs nothing else beside this module
@@ -233,7 +235,7 @@ def two_host_job(tmp_path_factory) -> Iterator[dict[str, Path]]:
         yield {"head": head.root, "worker": worker.root, "head.log": tmp / "head.log",
                "ray_tmp": ray_tmp}  # fmt: skip
     finally:
-        stop_everything(processes, port)
+        stop_everything(processes, port, ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
