@@ -108,7 +108,13 @@ def warehouse(tmp_path_factory) -> Iterator[tuple[Path, str]]:
 def cartpole(tmp_path_factory) -> Iterator[tuple[Path, str]]:
     """A short CartPole run with its output captured (not a terminal)."""
     run_dir = tmp_path_factory.mktemp("cartpole")
-    command = learner(run_dir, "+exp=cartpole", "train.env_steps=150000")
+    command = learner(
+        run_dir,
+        "+exp=cartpole",
+        "train.env_steps=40000",
+        "evaluator.every_env_steps=20000",
+        "checkpoint.every_env_steps=20000",
+    )
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     yield run_dir, run.stdout + run.stderr
