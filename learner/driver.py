@@ -372,12 +372,16 @@ class Trainer:
 
     def _start_learner(self) -> ray.actor.ActorHandle:
         """The learner actor, where ``learner.num_gpus`` / ``learner.resources`` are (a
-        local Ray: this machine), starting from the checked initial or resumed policy."""
+        local Ray: this machine), starting from the checked initial or resumed policy. It
+        runs at normal OS priority, as the driver did: Ray starts its workers at niceness
+        15, which would let every rollout actor and any other process on the node take
+        the CPU from the run's serial stage."""
         cfg = self.config.learner
         return (
             ray.remote(LearnerActor)
             .options(
                 name=f"turnwise-learner@{self.run_dir.resolve()}",
+                runtime_env={"env_vars": {"RAY_worker_niceness": "0"}},
                 **placement(cfg.num_cpus, cfg.resources, cfg.num_gpus),
             )
             .remote(
