@@ -109,8 +109,10 @@ def measure(
     work_dir: Path,
     budget: SolveBudget | None = None,
     extra: dict[str, Any] | None = None,
+    num_envs: int | None = None,
 ) -> dict[str, Any]:
-    """One system measurement in a fresh process; a failure is recorded, not raised."""
+    """One system measurement in a fresh process; a failure is recorded, not raised.
+    ``num_envs``: the parallel envs of RLlib and SB3 (``Settings.num_envs`` if None)."""
     out = work_dir / f"{system}-{what}-{task}-{len(list(work_dir.iterdir()))}.json"
     command = [
         sys.executable, "-m", "benchmarks.systems", system, what, task,
@@ -118,6 +120,8 @@ def measure(
     ]  # fmt: skip
     if budget is not None:
         command += ["--env-steps", str(budget.env_steps), "--eval-every", str(budget.eval_every)]
+    if num_envs is not None:
+        command += ["--num-envs", str(num_envs)]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),

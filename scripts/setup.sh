@@ -3,7 +3,8 @@
 #
 #   bash scripts/setup.sh          the main job: turnwise and what it runs on
 #   bash scripts/setup.sh --test   also what the tests and benchmarks need: pytest, ruff,
-#                                  moto, RLlib and Stable-Baselines3, Debian's prometheus
+#                                  moto, RLlib, Stable-Baselines3 and sb3-contrib, Debian's
+#                                  prometheus
 #
 # Idempotent: a second run with unchanged pins installs nothing (a --test install also
 # serves the main job).

@@ -4,7 +4,7 @@
     python -m benchmarks.systems SYSTEM solve TASK --seconds 300 --env-steps 3000000 \
         --eval-every 100000 --out r.json
 
-SYSTEM is turnwise, rllib or sb3; TASK is warehouse or cartpole. The suite
+SYSTEM is turnwise, rllib, sb3 or sb3_recurrent; TASK is a key of ``common.TASKS``. The suite
 (``python -m benchmarks``) runs every measurement this way, each in a fresh process.
 """
 
@@ -24,6 +24,7 @@ SYSTEMS = {
     "turnwise": "benchmarks.systems.turnwise_system",
     "rllib": "benchmarks.systems.rllib_ppo",
     "sb3": "benchmarks.systems.sb3_ppo",
+    "sb3_recurrent": "benchmarks.systems.sb3_recurrent_ppo",  # sb3-contrib's RecurrentPPO
 }
 
 

@@ -1,0 +1,216 @@
+"""Memory side by side: Warehouse-Memory-v0 with turnwise's LSTM and sb3-contrib's RecurrentPPO.
+
+    python -m benchmarks.memory [--repeats 2] [--seconds 240]
+
+The task (docs/simulator.md): an order is shown only on the step it is issued, so only a
+policy with memory reaches the oracle (10.97 per shift); none without memory can expect
+more than 0.295 of it. "Solved" is 90% of the oracle's return on the evaluator's fixed
+episodes (``benchmarks.systems.common``, the task's ``eval_episodes`` seeds from
+1,000,000), greedy, one recurrent state per episode.
+
+Three runs alternate, ``--repeats`` times each, each in a fresh process and capped at
+``--seconds`` of training: turnwise's ``+exp=warehouse_memory`` on its batched NumPy env
+(``turnwise``), the same on one plain Gymnasium env per slot (``turnwise-sync``:
+``env.vectorization=sync``, what the other system steps), and sb3-contrib's
+``RecurrentPPO`` on ``gymnasium.make("Warehouse-Memory-v0")`` envs in a ``DummyVecEnv``.
+RecurrentPPO gets turnwise's settings, read from the experiment's config (``matched``):
+the rows per update (one turnwise update is one actor's batch: envs per actor x fragment
+length, so SB3 runs that many envs for that many steps), epochs, minibatch rows, lr,
+gamma, lambda, clip, entropy and value weights, gradient norm, the LSTM width shared by
+actor and critic, the 64x64 tanh MLPs and normalized observations; what cannot be
+matched is listed (``UNMATCHED``). The report gives medians and ranges of training
+seconds and env steps to solve and env steps/s; it writes
+``benchmarks/results/memory.json`` and the ``memory`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.continuous import _cell, _spread, rate
+from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, load_average, machine_info, publish
+from benchmarks.suite import SolveBudget, measure
+from benchmarks.systems.common import TASKS
+from turnwise.config import compose_config
+
+TASK = "warehouse_memory"
+EXPERIMENT = ["+exp=warehouse_memory"]
+RUNS = {  # label -> (system, settings.extra beyond the matched ones)
+    "turnwise": ("turnwise", {}),
+    "turnwise-sync": ("turnwise", {"overrides": ["env.vectorization=sync"]}),
+    "sb3-contrib RecurrentPPO": ("sb3_recurrent", {}),
+}
+UNMATCHED = {
+    "sb3-contrib RecurrentPPO": (
+        "GAE on the rollout's own policy (turnwise: V-trace against the behaviour policy, "
+        "one update of lag); minibatches are runs of rows split at episode starts and "
+        "padded (turnwise: whole fragments of whole envs); observations normalized by "
+        "VecNormalize's mean and variance over the whole run (turnwise: over its last 200K "
+        "env steps), both clipped at 10; rollout and update "
+        "alternate in one process (turnwise: two rollout actors beside the learner)"
+    ),
+}
+
+
+def matched() -> dict[str, Any]:
+    """RecurrentPPO's keyword arguments that give it ``+exp=warehouse_memory``'s settings."""
+    config = compose_config(EXPERIMENT)
+    learner, actors = config.learner, config.actors
+    return {
+        "num_envs": actors.envs_per_actor,
+        "n_steps": actors.fragment_length,
+        "batch_size": learner.minibatch_size,
+        "n_epochs": learner.epochs,
+        "learning_rate": learner.lr,
+        "gamma": learner.gamma,
+        "gae_lambda": learner.gae_lambda,
+        "clip_range": learner.clip,
+        "ent_coef": learner.entropy_coef,
+        "vf_coef": learner.value_coef,
+        "max_grad_norm": learner.max_grad_norm,
+        "lstm_hidden_size": learner.model.core_size,
+        "normalize": learner.normalizer.kind != "none",  # VecNormalize on observations
+        "shared_lstm": True,  # turnwise: one core read by both heads
+    }
+
+
+def run(repeats: int, seconds: float, work_dir: Path) -> list[dict[str, Any]]:
+    """Alternate the runs ``repeats`` times; one time-to-solve measurement each time."""
+    settings = matched()
+    num_envs = settings.pop("num_envs")
+    budget = SolveBudget(seconds, 10_000_000, 100_000)
+    results = []
+    for repeat in range(repeats):
+        for label, (system, extra) in RUNS.items():
+            extra = {**(settings if system == "sb3_recurrent" else {}), **extra}
+            result = measure(
+                system, "solve", TASK, seconds, work_dir, budget, extra, num_envs=num_envs
+            )
+            results.append({**result, "run": label, "repeat": repeat})
+    return results
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for label in RUNS:
+        runs = [r for r in results if r.get("run") == label]
+        solved = [r["solved"] for r in runs if r.get("solved")]
+        rows.append(
+            {
+                "run": label,
+                "runs": len(runs),
+                "solved": len(solved),
+                "seconds": _spread([s["seconds"] for s in solved]),
+                "env_steps": _spread([s["env_steps"] for s in solved]),
+                "env_steps_per_second": _spread([x for r in runs if (x := rate(r))]),
+                "best_fraction": _spread(
+                    [
+                        max((p.get("fraction_of_baseline") or 0.0) for p in r["curve"])
+                        for r in runs
+                        if r.get("curve")
+                    ]
+                ),
+                "errors": [r["error"][-300:] for r in runs if "error" in r],
+            }
+        )
+    return rows
+
+
+def verdict(summary: list[dict[str, Any]]) -> str:
+    """Which runs reached 90% of the oracle, and when; which did not within the cap."""
+    parts = []
+    for row in summary:
+        if row["solved"]:
+            parts.append(
+                f"{row['run']} reached 90% of the oracle in {row['solved']} of {row['runs']} "
+                f"runs (median {_cell(row['seconds'], '.0f')} s, "
+                f"{_cell(row['env_steps'], ',.0f')} env steps)"
+            )
+        else:
+            best = _cell(row["best_fraction"], ".2f")
+            parts.append(f"{row['run']} did not within the cap (best {best} of the oracle)")
+    return "Result: " + "; ".join(parts) + "."
+
+
+def render(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    lines = [
+        "<!-- memory:begin -->",
+        "## Memory: Warehouse-Memory-v0, turnwise's LSTM and sb3-contrib's RecurrentPPO",
+        "",
+        f"`{report['command']}` — {report['date']}, {report['machine']['cpu_model']}, "
+        f"{report['machine']['cpu_count']} CPUs, load before the run "
+        f"{report['machine']['load_average']}, after {report['load_average_end']}.",
+        "",
+        "An order is shown only on the step it is issued (docs/simulator.md): the oracle "
+        "earns 10.97 per shift, no policy without memory can expect more than 0.295 of it. "
+        "Solved: a greedy mean return of 90% of the oracle's on the evaluator's "
+        f"{report['eval_episodes']} fixed episodes, one recurrent state per episode. "
+        f"Alternating, {report['repeats']} runs each, each capped at "
+        f"{report['seconds']:.0f} s of training. Matched settings (`+exp=warehouse_memory`): "
+        f"{settings['num_envs']} envs x {settings['n_steps']} steps = "
+        f"{settings['num_envs'] * settings['n_steps']:,} rows per update, "
+        f"{settings['n_epochs']} epochs of {settings['batch_size']}-row minibatches, lr "
+        f"{settings['learning_rate']:g}, gamma {settings['gamma']:g}, lambda "
+        f"{settings['gae_lambda']:g}, entropy {settings['ent_coef']:g}, one LSTM of "
+        f"{settings['lstm_hidden_size']} shared by actor and critic, 64x64 tanh MLPs. "
+        "turnwise runs its two rollout actors of that many envs each; `turnwise-sync` "
+        "steps one plain Gymnasium env per slot (`env.vectorization=sync`) instead of "
+        "the batched NumPy env. Medians (range); time counts training only (SB3's clock "
+        "pauses while it is evaluated, turnwise evaluates beside training).",
+        "",
+        "| run | solved | seconds to 90% | env steps to 90% | env steps/s | "
+        "best fraction of the oracle |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["summary"]:
+        lines.append(
+            f"| {row['run']} | {row['solved']}/{row['runs']} | {_cell(row['seconds'], '.0f')}"
+            f" | {_cell(row['env_steps'], ',.0f')} | {_cell(row['env_steps_per_second'], ',.0f')}"
+            f" | {_cell(row['best_fraction'], '.2f')} |"
+        )
+    lines += ["", verdict(report["summary"]), "", "Settings not matched:"]
+    lines += [f"- {label}: {why}" for label, why in UNMATCHED.items()]
+    lines.append("<!-- memory:end -->")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=240.0, help="time cap per run")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
+    args = parser.parse_args(argv)
+    machine = machine_info()
+    with tempfile.TemporaryDirectory(prefix="turnwise-memory-") as work:
+        results = run(args.repeats, args.seconds, Path(work))
+    report = {
+        "benchmark": "memory",
+        "command": shlex.join(["python", "-m", "benchmarks.memory", *argv]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "load_average_end": load_average(),
+        "task": TASK,
+        "eval_episodes": TASKS[TASK].eval_episodes,
+        "repeats": args.repeats,
+        "seconds": args.seconds,
+        "settings": matched(),
+        "unmatched": UNMATCHED,
+        "summary": summarize(results),
+        "runs": results,
+    }
+    publish(report, render(report), "memory", args.out_dir / "memory.json", args.markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main()
