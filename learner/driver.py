@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
 from actors.envs import EnvInfo, close_launchers, describe_env
 from actors.health import ActorFailing, ActorHealth
@@ -530,7 +530,8 @@ class Trainer:
             if summary["failed"]:  # the actor's error, read from the reference
                 try:
                     ray.get(ref)
-                except (RayActorError, RayTaskError) as error:
+                except (RayActorError, RayTaskError, ObjectLostError) as error:
+                    # lost: the batch was made on a node that has gone, with its actor
                     self._actor_failed(health[i], error, submitted)
                 continue
             health[i].succeeded()
