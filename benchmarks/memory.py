@@ -110,6 +110,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seconds": _spread([s["seconds"] for s in solved]),
                 "env_steps": _spread([s["env_steps"] for s in solved]),
                 "env_steps_per_second": _spread([x for r in runs if (x := rate(r))]),
+                "env_steps_at_end": _spread(
+                    [r["curve"][-1]["env_steps"] for r in runs if r.get("curve")]
+                ),
                 "best_fraction": _spread(
                     [
                         max((p.get("fraction_of_baseline") or 0.0) for p in r["curve"])
@@ -130,13 +133,36 @@ def verdict(summary: list[dict[str, Any]]) -> str:
         if row["solved"]:
             parts.append(
                 f"{row['run']} reached 90% of the oracle in {row['solved']} of {row['runs']} "
-                f"runs (median {_cell(row['seconds'], '.0f')} s, "
-                f"{_cell(row['env_steps'], ',.0f')} env steps)"
+                f"runs, after {_cell(row['seconds'], '.0f')} s and "
+                f"{_cell(row['env_steps'], ',.0f')} env steps (medians, range)"
             )
         else:
-            best = _cell(row["best_fraction"], ".2f")
-            parts.append(f"{row['run']} did not within the cap (best {best} of the oracle)")
+            best, steps = _cell(row["best_fraction"], ".2f"), _cell(row["env_steps_at_end"], ",.0f")
+            parts.append(
+                f"{row['run']} did not within the cap: {steps} env steps in, its best "
+                f"evaluation at {best} of the oracle"
+            )
     return "Result: " + "; ".join(parts) + "."
+
+
+def per_step(results: list[dict[str, Any]]) -> str:
+    """Every run's evaluation at the fewest env steps any run ended with: learning per env
+    step, apart from speed."""
+    ends = [r["curve"][-1]["env_steps"] for r in results if r.get("curve")]
+    if not ends:
+        return ""
+    at = min(ends)
+    parts = []
+    for label in RUNS:
+        reads = [
+            max((p["fraction_of_baseline"] or 0.0) for p in r["curve"] if p["env_steps"] <= at)
+            for r in results
+            if r.get("run") == label and r.get("curve") and r["curve"][0]["env_steps"] <= at
+        ]
+        parts.append(f"{label} {_cell(_spread(reads), '.2f')}")
+    return (
+        f"Best evaluation by {at:,} env steps (the shortest run's end): " + ", ".join(parts) + "."
+    )
 
 
 def render(report: dict[str, Any]) -> str:
@@ -176,7 +202,8 @@ def render(report: dict[str, Any]) -> str:
             f" | {_cell(row['env_steps'], ',.0f')} | {_cell(row['env_steps_per_second'], ',.0f')}"
             f" | {_cell(row['best_fraction'], '.2f')} |"
         )
-    lines += ["", verdict(report["summary"]), "", "Settings not matched:"]
+    lines += ["", verdict(report["summary"]), "", per_step(report["runs"]), ""]
+    lines.append("Settings not matched:")
     lines += [f"- {label}: {why}" for label, why in UNMATCHED.items()]
     lines.append("<!-- memory:end -->")
     return "\n".join(lines)

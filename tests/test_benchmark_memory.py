@@ -57,8 +57,28 @@ def test_the_report_says_who_reached_90_percent():
          "max": 70}, "env_steps": {"median": 1e6, "min": 9e5, "max": 1.1e6},
          "best_fraction": {"median": 0.95, "min": 0.93, "max": 0.97}},
         {"run": "sb3-contrib RecurrentPPO", "runs": 2, "solved": 0, "seconds": None,
-         "env_steps": None, "best_fraction": {"median": 0.3, "min": 0.2, "max": 0.4}},
+         "env_steps": None, "best_fraction": {"median": 0.3, "min": 0.2, "max": 0.4},
+         "env_steps_at_end": {"median": 6e5, "min": 6e5, "max": 6e5}},
     ]  # fmt: skip
     text = memory.verdict(rows)
-    assert "turnwise reached 90% of the oracle in 2 of 2 runs (median 60 (50 to 70) s" in text
-    assert "sb3-contrib RecurrentPPO did not within the cap (best 0.30 (0.20 to 0.40)" in text
+    assert "turnwise reached 90% of the oracle in 2 of 2 runs, after 60 (50 to 70) s" in text
+    assert (
+        "RecurrentPPO did not within the cap: 600,000 env steps in, its best evaluation at "
+        "0.30 (0.20 to 0.40)" in text
+    )
+
+
+def test_learning_per_env_step_is_read_where_the_shortest_run_ended():
+    def run(label, points):
+        return {
+            "run": label,
+            "curve": [{"env_steps": s, "fraction_of_baseline": f} for s, f in points],
+        }
+
+    results = [
+        run("turnwise", [(100, 0.1), (200, 0.5), (300, 0.95)]),
+        run("sb3-contrib RecurrentPPO", [(100, 0.0), (250, 0.2)]),
+    ]
+    text = memory.per_step(results)
+    assert text.startswith("Best evaluation by 250 env steps")
+    assert "turnwise 0.50" in text and "RecurrentPPO 0.20" in text
