@@ -5,6 +5,7 @@ entrypoint as written; bad plug-ins and baselines."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -23,9 +24,9 @@ from evaluator.baselines import ORACLE
 from evaluator.episodes import evaluation_seeds
 from evaluator.evaluator import EvaluationTable, Evaluator
 from learner.driver import train
-from learner.progress import read_metrics
 from turnwise.checkpoint_store import open_store
 from turnwise.config import EnvConfig, EvaluatorConfig, compose_config
+from turnwise.run_store import RunStore
 
 DOC = REPO / "docs" / "own-simulator.md"
 FILE_BLOCK = re.compile(r"```\w+\n# file: (?P<path>\S+)\n(?P<body>.*?)```", re.S)
@@ -66,11 +67,13 @@ def run_cli(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.C
     )
 
 
-def scheduled_evaluations(run_dir: Path, every: int) -> list[int]:
-    """The env steps at which the run marked a checkpoint for evaluation: the first
-    update at or past each multiple of ``every``, and the final checkpoint."""
+def scheduled_evaluations(run: Path | str, every: int) -> list[int]:
+    """The env steps at which the run (a directory or a run store URI) marked a
+    checkpoint for evaluation: the first update at or past each multiple of ``every``,
+    and the final checkpoint."""
     due, next_due = [], every
-    steps = [row["env_steps"] for row in read_metrics(run_dir / "metrics.jsonl")]
+    lines = RunStore(str(run)).read("metrics.jsonl").splitlines()
+    steps = [json.loads(line)["env_steps"] for line in lines]
     for step in steps:
         if step >= next_due:
             due.append(step)
@@ -78,9 +81,9 @@ def scheduled_evaluations(run_dir: Path, every: int) -> list[int]:
     return sorted({*due, steps[-1]})
 
 
-def assert_every_scheduled_checkpoint_evaluated(run_dir: Path, every: int) -> list[dict]:
-    rows = EvaluationTable(run_dir).rows()
-    assert sorted(r["env_steps"] for r in rows) == scheduled_evaluations(run_dir, every)
+def assert_every_scheduled_checkpoint_evaluated(run: Path | str, every: int) -> list[dict]:
+    rows = EvaluationTable(run).rows()
+    assert sorted(r["env_steps"] for r in rows) == scheduled_evaluations(run, every)
     assert len({r["checkpoint"] for r in rows}) == len(rows)
     for row in rows:
         assert np.isfinite(row["eval_return"]) and row["visited_states"] > 0
@@ -253,8 +256,8 @@ def test_the_rayjob_entrypoint_runs_against_a_local_simulator(tmp_path, s3_endpo
     assert words[:3] == ["python", "-m", "learner"]
     overrides = dict(w.split("=", 1) for w in words[3:] if "=" in w and not w.startswith("+"))
     assert overrides["env.simulator.mode"] == "connect"  # what the pods run
-    bucket = overrides["checkpoint.uri"].removeprefix("s3://").split("/")[0]
-    boto3.client("s3").create_bucket(Bucket=bucket)
+    for uri in (overrides["checkpoint.uri"], overrides["store.uri"]):
+        boto3.client("s3").create_bucket(Bucket=uri.removeprefix("s3://").split("/")[0])
     server, address = start_simulator("Warehouse-v0")
     substitutions = {
         **RAYJOB_SUBSTITUTIONS,
@@ -268,7 +271,10 @@ def test_the_rayjob_entrypoint_runs_against_a_local_simulator(tmp_path, s3_endpo
             command.append(word)
         elif substitutions[key] is not None:
             command.append(f"{key}={substitutions[key]}")
-    budget = ["train.env_steps=16000", "ray.init={num_cpus: 4}"]  # 6 actors on a 2-core box
+    # 6 actors on a 2-core box; the local node advertises the custom resources the
+    # RayJob's pods do (turnwise_rollout on workers, turnwise_learner on the head)
+    resources = "{turnwise_rollout: 6, turnwise_learner: 1}"
+    budget = ["train.env_steps=16000", f"ray.init={{num_cpus: 4, resources: {resources}}}"]
     budget += ["evaluator.every_env_steps=8000", "checkpoint.every_env_steps=8000"]
     try:
         run = subprocess.run(
@@ -278,8 +284,9 @@ def test_the_rayjob_entrypoint_runs_against_a_local_simulator(tmp_path, s3_endpo
         server.kill()
         server.wait()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert_every_scheduled_checkpoint_evaluated(tmp_path, 8000)
-    assert open_store(overrides["checkpoint.uri"]).list()  # the checkpoints are in S3
+    assert_every_scheduled_checkpoint_evaluated(overrides["store.uri"], 8000)  # all in S3
+    assert open_store(overrides["checkpoint.uri"]).list()
+    assert RunStore(overrides["store.uri"]).files("transitions", "part-*.parquet", recursive=True)
 
 
 # -- bad plug-ins and baselines ------------------------------------------------------
