@@ -28,16 +28,6 @@ import pyarrow.parquet as pq
 from turnwise.run_store import RunStore, node_record, open_run
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new, whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class TransitionLog:
     """Appends one actor's batches as Parquet parts to the run store."""
 

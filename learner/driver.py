@@ -29,7 +29,6 @@ from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 from actors.envs import EnvInfo, close_launchers, describe_env
 from actors.health import ActorFailing, ActorHealth
 from actors.rollout import RolloutWorker
-from actors.transition_log import write_atomic
 from evaluator.baselines import resolve_baseline
 from evaluator.remote import RemoteEvaluator
 from learner.actor import LearnerActor
@@ -54,7 +53,7 @@ from turnwise.checkpoint import (
 from turnwise.checkpoint_store import CheckpointStore, open_store
 from turnwise.config import Config, check_values, evaluation_env
 from turnwise.metrics import TrainingMetrics
-from turnwise.run_store import RecordFile, RunStore, node_record
+from turnwise.run_store import RecordFile, RunStore, node_record, write_atomic
 from turnwise.spaces import space_to_json
 
 log = logging.getLogger(__name__)

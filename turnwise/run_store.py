@@ -127,7 +127,7 @@ class RunStore:
         """Write ``name`` whole: readers see the old version or the new, never a part."""
         target = self.path(name)
         if self.local:
-            _write_local(Path(target), data)
+            write_atomic(Path(target), data)
         else:
             with self.fs.open_output_stream(target) as stream:  # one PUT on close
                 stream.write(data)
@@ -189,7 +189,8 @@ class RunStore:
                 self.fs.delete_file(self.path(name))
 
 
-def _write_local(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
