@@ -1,5 +1,7 @@
 """The user's first hour on the console: evaluation lines, the final line, no false
-divergence alarm, progress and log lines apart at 80 columns, ``--once`` read-only."""
+divergence alarm, progress and log lines apart at 80 columns, ``--once`` read-only; and
+the same runs' TensorBoard scalars (``monitoring.tensorboard=true``) read back from the
+event files, on Warehouse and on Gymnasium's CartPole."""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ import pytest
 from conftest import make_checkpoint
 from rich.console import Console
 
+from evaluator.evaluator import EvaluationTable
 from evaluator.metrics import DIVERGENCE_WARMUP_ENV_STEPS, divergence
-from learner.progress import ConsoleLogHandler, ConsoleProgress, evaluation_line
+from learner.progress import ConsoleLogHandler, ConsoleProgress, evaluation_line, read_metrics
+from monitoring.tensorboard import read_scalars
 from turnwise.checkpoint_store import open_store
 from turnwise.config import compose_config
 
@@ -75,6 +79,7 @@ def learner(run_dir: Path, *overrides: str) -> list[str]:
         "learner",
         f"hydra.run.dir={run_dir}",
         "monitoring.metrics_port=-1",
+        "monitoring.tensorboard=true",  # read back by the tracking test
         *overrides,
     ]
 
@@ -181,6 +186,24 @@ def test_the_final_checkpoint_is_saved_and_logged_once(warehouse):
     log = (run_dir / "__main__.log").read_text()
     assert log.count(f"saved checkpoint {run_dir / 'checkpoints' / final} ") == 1
     assert log.count(f"pointer latest -> {final} ") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["warehouse", "cartpole"])
+def test_tensorboard_holds_every_metrics_row_and_every_evaluation(run, request):
+    run_dir, _ = request.getfixturevalue(run)
+    scalars = read_scalars(run_dir / "tensorboard")
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    assert [step for step, _ in scalars["train/loss"]] == [r["env_steps"] for r in metrics]
+    assert [v for _, v in scalars["train/entropy"]] == pytest.approx(
+        [r["entropy"] for r in metrics], rel=1e-6
+    )
+    evaluations = EvaluationTable(run_dir).rows()
+    assert len(evaluations) >= 2
+    logged = scalars["eval/eval_return"]
+    assert [step for step, _ in logged] == [r["env_steps"] for r in evaluations]
+    assert [v for _, v in logged] == pytest.approx([r["eval_return"] for r in evaluations])
+    assert "eval/success_rate" in scalars or "eval/state_coverage" in scalars
 
 
 # -- the pieces, in-process ----------------------------------------------------------------
