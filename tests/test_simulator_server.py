@@ -269,3 +269,17 @@ def test_killing_the_simulators_mid_run_the_run_finishes_with_cut_episodes_marke
         filter=pc.field("simulator_failure"),
     )
     assert failed.num_rows > 0 and all(failed.column("truncated").to_pylist())
+
+
+def test_the_driver_keeps_no_launched_probe_server_for_the_run(tmp_path):
+    """In launch mode the driver reads the env through a server of its own; it stops that
+    server before the run, so only the actors' servers run while it trains."""
+    overrides = ["+exp=warehouse", "env.simulator.mode=launch", "monitoring.metrics_port=-1"]
+    config = compose_config(overrides)
+    actors.envs.close_launchers()
+    actors.envs.describe_env(config.env)  # what the driver does first: a probe server
+    [probe] = actors.envs._LAUNCHERS.values()
+    assert probe.process.poll() is None
+    Trainer(config, tmp_path)
+    assert not actors.envs._LAUNCHERS
+    assert probe.process.poll() is not None, "the probe server still runs"
