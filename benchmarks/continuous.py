@@ -20,17 +20,12 @@ BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import shlex
-import statistics
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, publish
+from benchmarks import alternating
+from benchmarks.alternating import cell, solve_summary, spread
 from benchmarks.suite import SolveBudget, measure
 
 TASK = "pendulum"
@@ -65,45 +60,13 @@ def run(repeats: int, seconds: float, work_dir: Path) -> list[dict[str, Any]]:
     return results
 
 
-def rate(result: dict[str, Any]) -> float | None:
-    """Env steps per second of training time, up to the run's last evaluation."""
-    last = (result.get("curve") or [None])[-1]
-    return last["env_steps"] / last["seconds"] if last and last["seconds"] > 0 else None
-
-
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for system in MATCHED:
         runs = [r for r in results if r.get("system") == system]
-        solved = [r["solved"] for r in runs if r.get("solved")]
-        rows.append(
-            {
-                "system": system,
-                "runs": len(runs),
-                "solved": len(solved),
-                "seconds": _spread([s["seconds"] for s in solved]),
-                "env_steps": _spread([s["env_steps"] for s in solved]),
-                "env_steps_per_second": _spread([x for r in runs if (x := rate(r))]),
-                "best_eval_return": _spread(
-                    [max(p["eval_return"] for p in r["curve"]) for r in runs if r.get("curve")]
-                ),
-                "errors": [r["error"][-300:] for r in runs if "error" in r],
-            }
-        )
+        best = [max(p["eval_return"] for p in r["curve"]) for r in runs if r.get("curve")]
+        rows.append({"system": system, **solve_summary(runs), "best_eval_return": spread(best)})
     return rows
-
-
-def _spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def _cell(spread: dict[str, float] | None, fmt: str) -> str:
-    if spread is None:
-        return "—"
-    median, low, high = (format(spread[k], fmt) for k in ("median", "min", "max"))
-    return median if low == high else f"{median} ({low} to {high})"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -129,9 +92,9 @@ def render(report: dict[str, Any]) -> str:
     ]
     for row in report["summary"]:
         lines.append(
-            f"| {row['system']} | {row['solved']}/{row['runs']} | {_cell(row['seconds'], '.0f')}"
-            f" | {_cell(row['env_steps'], ',.0f')} | {_cell(row['env_steps_per_second'], ',.0f')}"
-            f" | {_cell(row['best_eval_return'], '.0f')} |"
+            f"| {row['system']} | {row['solved']}/{row['runs']} | {cell(row['seconds'], '.0f')}"
+            f" | {cell(row['env_steps'], ',.0f')} | {cell(row['env_steps_per_second'], ',.0f')}"
+            f" | {cell(row['best_eval_return'], '.0f')} |"
         )
     lines += ["", "Settings that could not be matched:"]
     lines += [f"- {system}: {why}" for system, why in UNMATCHED.items()]
@@ -145,33 +108,18 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.continuous")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=240.0, help="time cap per run")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
-    args = parser.parse_args(argv)
-    machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="turnwise-continuous-") as work:
-        results = run(args.repeats, args.seconds, Path(work))
-    report = {
-        "benchmark": "continuous",
-        "command": shlex.join(["python", "-m", "benchmarks.continuous", *argv]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine,
+def fields(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "task": TASK,
         "threshold": THRESHOLD,
-        "repeats": args.repeats,
-        "seconds": args.seconds,
         "settings": MATCHED,
         "unmatched": UNMATCHED,
         "summary": summarize(results),
-        "runs": results,
     }
-    publish(report, render(report), "continuous", args.out_dir / "continuous.json", args.markdown)
-    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return alternating.main("continuous", argv, run, fields, render)
 
 
 if __name__ == "__main__":

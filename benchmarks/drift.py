@@ -34,6 +34,7 @@ import gymnasium
 import ray
 import torch
 
+from benchmarks.alternating import positive_int
 from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, publish
 from evaluator.evaluator import EvaluationTable
 from learner.driver import train
@@ -189,13 +190,6 @@ def verdict(rows: dict[str, dict[str, Any]]) -> str:
             f", and 90% of the heuristic at {steps[0]:,.0f} against {steps[1]:,.0f} env steps"
         )
     return sentence + "."
-
-
-def positive_int(text: str) -> int:
-    value = int(text.replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

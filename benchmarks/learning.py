@@ -29,6 +29,7 @@ import gymnasium
 import ray
 import torch
 
+from benchmarks.alternating import positive_int
 from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, machine_info, publish
 from evaluator.evaluator import EvaluationTable
 from learner.driver import train
@@ -183,13 +184,6 @@ def masked_sentence(masked: dict[str, Any], unmasked: dict[str, Any]) -> str:
         f"With the legal-action mask (`env.kwargs={{action_mask: true}}`) the policy reaches 90% "
         f"of the oracle {reached(masked)}; without it {reached(unmasked)} (median runs)."
     )
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

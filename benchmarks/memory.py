@@ -25,17 +25,12 @@ seconds and env steps to solve and env steps/s; it writes
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import shlex
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.continuous import _cell, _spread, rate
-from benchmarks.report import BENCHMARKS_MD, RESULTS_DIR, load_average, machine_info, publish
+from benchmarks import alternating
+from benchmarks.alternating import cell, solve_summary, spread
 from benchmarks.suite import SolveBudget, measure
 from benchmarks.systems.common import TASKS
 from turnwise.config import compose_config
@@ -100,27 +95,15 @@ def run(repeats: int, seconds: float, work_dir: Path) -> list[dict[str, Any]]:
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for label in RUNS:
-        runs = [r for r in results if r.get("run") == label]
-        solved = [r["solved"] for r in runs if r.get("solved")]
+        runs = [r for r in results if r.get("run") == label and r.get("curve")]
+        ends = [r["curve"][-1]["env_steps"] for r in runs]
+        best = [max((p.get("fraction_of_baseline") or 0.0) for p in r["curve"]) for r in runs]
         rows.append(
             {
                 "run": label,
-                "runs": len(runs),
-                "solved": len(solved),
-                "seconds": _spread([s["seconds"] for s in solved]),
-                "env_steps": _spread([s["env_steps"] for s in solved]),
-                "env_steps_per_second": _spread([x for r in runs if (x := rate(r))]),
-                "env_steps_at_end": _spread(
-                    [r["curve"][-1]["env_steps"] for r in runs if r.get("curve")]
-                ),
-                "best_fraction": _spread(
-                    [
-                        max((p.get("fraction_of_baseline") or 0.0) for p in r["curve"])
-                        for r in runs
-                        if r.get("curve")
-                    ]
-                ),
-                "errors": [r["error"][-300:] for r in runs if "error" in r],
+                **solve_summary([r for r in results if r.get("run") == label]),
+                "env_steps_at_end": spread(ends),
+                "best_fraction": spread(best),
             }
         )
     return rows
@@ -133,11 +116,11 @@ def verdict(summary: list[dict[str, Any]]) -> str:
         if row["solved"]:
             parts.append(
                 f"{row['run']} reached 90% of the oracle in {row['solved']} of {row['runs']} "
-                f"runs, after {_cell(row['seconds'], '.0f')} s and "
-                f"{_cell(row['env_steps'], ',.0f')} env steps (medians, range)"
+                f"runs, after {cell(row['seconds'], '.0f')} s and "
+                f"{cell(row['env_steps'], ',.0f')} env steps (medians, range)"
             )
         else:
-            best, steps = _cell(row["best_fraction"], ".2f"), _cell(row["env_steps_at_end"], ",.0f")
+            best, steps = cell(row["best_fraction"], ".2f"), cell(row["env_steps_at_end"], ",.0f")
             parts.append(
                 f"{row['run']} did not within the cap: {steps} env steps in, its best "
                 f"evaluation at {best} of the oracle"
@@ -159,7 +142,7 @@ def per_step(results: list[dict[str, Any]]) -> str:
             for r in results
             if r.get("run") == label and r.get("curve") and r["curve"][0]["env_steps"] <= at
         ]
-        parts.append(f"{label} {_cell(_spread(reads), '.2f')}")
+        parts.append(f"{label} {cell(spread(reads), '.2f')}")
     return (
         f"Best evaluation by {at:,} env steps (the shortest run's end): " + ", ".join(parts) + "."
     )
@@ -198,9 +181,9 @@ def render(report: dict[str, Any]) -> str:
     ]
     for row in report["summary"]:
         lines.append(
-            f"| {row['run']} | {row['solved']}/{row['runs']} | {_cell(row['seconds'], '.0f')}"
-            f" | {_cell(row['env_steps'], ',.0f')} | {_cell(row['env_steps_per_second'], ',.0f')}"
-            f" | {_cell(row['best_fraction'], '.2f')} |"
+            f"| {row['run']} | {row['solved']}/{row['runs']} | {cell(row['seconds'], '.0f')}"
+            f" | {cell(row['env_steps'], ',.0f')} | {cell(row['env_steps_per_second'], ',.0f')}"
+            f" | {cell(row['best_fraction'], '.2f')} |"
         )
     lines += ["", verdict(report["summary"]), "", per_step(report["runs"]), ""]
     lines.append("Settings not matched:")
@@ -209,34 +192,18 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=240.0, help="time cap per run")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
-    args = parser.parse_args(argv)
-    machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="turnwise-memory-") as work:
-        results = run(args.repeats, args.seconds, Path(work))
-    report = {
-        "benchmark": "memory",
-        "command": shlex.join(["python", "-m", "benchmarks.memory", *argv]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine,
-        "load_average_end": load_average(),
+def fields(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "task": TASK,
         "eval_episodes": TASKS[TASK].eval_episodes,
-        "repeats": args.repeats,
-        "seconds": args.seconds,
         "settings": matched(),
         "unmatched": UNMATCHED,
         "summary": summarize(results),
-        "runs": results,
     }
-    publish(report, render(report), "memory", args.out_dir / "memory.json", args.markdown)
-    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return alternating.main("memory", argv, run, fields, render)
 
 
 if __name__ == "__main__":
