@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -108,3 +109,13 @@ def timed_command(args: list[str], timeout: float = 120) -> tuple[int, str, str,
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
     return result.returncode, result.stdout, result.stderr, time.monotonic() - started
+
+
+def step_alike(fast, slow, actions) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Step a batched env and its reference (a Gymnasium vector of single envs) with the
+    same actions; assert equal observations, rewards and ends. Returns terminated,
+    truncated and both infos (the reference's final infos under ``final_info``)."""
+    fast_step, slow_step = fast.step(actions), slow.step(actions)
+    for fast_part, slow_part in zip(fast_step[:4], slow_step[:4], strict=True):
+        np.testing.assert_array_equal(fast_part, slow_part)
+    return fast_step[2], fast_step[3], fast_step[4], slow_step[4]
