@@ -11,6 +11,7 @@ actors without reading them. It writes its own checkpoints to the checkpoint sto
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -66,17 +67,27 @@ class LearnerActor:
         """Fetch and consume one batch (``refs[0]``: a reference, or the batch itself in
         process). The summary says ``failed`` (the batch's actor failed: the driver reads
         why from the reference), ``dropped`` (older than ``max_policy_lag``) or holds the
-        update's ``stats``; the weights are None unless the policy changed."""
+        update's ``stats`` (with ``fetch_ms``, the wait for the batch, and ``update_ms`` and
+        ``update_cpu_ms``, the update's wall-clock and CPU time); the weights are None
+        unless the policy changed."""
+        fetch_started = time.perf_counter()
         try:
             batch = ray.get(refs[0]) if isinstance(refs[0], ray.ObjectRef) else refs[0]
         except RayError:
             return {"failed": True}, None
+        fetch_ms = 1e3 * (time.perf_counter() - fetch_started)
         summary: dict[str, Any] = {"failed": False, "rows": batch.num_rows}
         lag = self.learner.version - int(column_numpy(batch, "policy_version").min())
         if lag > self.learner.config.max_policy_lag:
             return {**summary, "dropped": True, "version": self.version}, None
         self.learner.anneal(progress)
+        started, cpu_started = time.perf_counter(), time.thread_time()
         stats = self.learner.update(batch)
+        stats.update(
+            fetch_ms=fetch_ms,
+            update_ms=1e3 * (time.perf_counter() - started),
+            update_cpu_ms=1e3 * (time.thread_time() - cpu_started),
+        )
         summary.update(
             dropped=False,
             stats=stats,
