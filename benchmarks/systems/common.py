@@ -18,7 +18,7 @@ import numpy as np
 
 from evaluator.baselines import ORACLE
 from evaluator.episodes import Act, evaluation_seeds, mean_return, run_episodes
-from turnwise.config import EnvConfig
+from turnwise.config import EnvConfig, compose_config
 
 EVAL_SEED = 1_000_000  # the evaluator's default first seed: held out from training
 
@@ -56,6 +56,13 @@ TASKS = {
     "warehouse": Task(
         "warehouse", "Warehouse-v0", {"size": "small"}, 32, solved_fraction_of_baseline=0.9
     ),
+    # the harder floors (sims/warehouse/config.py SIZES), each trained by +exp=<name>
+    "warehouse_medium": Task(
+        "warehouse_medium", "Warehouse-v0", {"size": "medium"}, 32, solved_fraction_of_baseline=0.9
+    ),
+    "warehouse_large": Task(
+        "warehouse_large", "Warehouse-v0", {"size": "large"}, 32, solved_fraction_of_baseline=0.9
+    ),
     # the memory test bed (docs/simulator.md): 256 episodes, as +exp=warehouse_memory's
     # evaluator (a policy at the 0.295 memoryless ceiling reads +-0.03 there)
     "warehouse_memory": Task(
@@ -74,6 +81,82 @@ class Settings:
     num_envs: int = 16  # parallel envs in total (RLlib/SB3; turnwise keeps its own layout)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # system-specific overrides
+
+
+BASELINE_ENVS = 64  # the baselines' parallel envs at matched settings (the issue's layout)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """turnwise's algorithm settings of one experiment, in words every system can take.
+
+    One turnwise update is one rollout actor's batch (envs per actor x fragment length
+    rows); a baseline gets as many rows per update from ``num_envs`` envs of
+    ``rollout_steps`` steps each.
+    """
+
+    experiment: str  # the +exp= it is read from
+    rows_per_update: int
+    num_envs: int  # the baselines' parallel envs
+    rollout_steps: int  # steps per env per update
+    epochs: int
+    minibatch_size: int
+    lr: float
+    gamma: float
+    gae_lambda: float
+    clip: float
+    entropy_coef: float
+    value_coef: float
+    max_grad_norm: float
+    hidden_sizes: tuple[int, ...]
+    normalize_observations: bool
+    normalizer_clip: float
+
+    def keywords(self, names: dict[str, str]) -> dict[str, Any]:
+        """A system's keywords for these settings: ``names`` maps each keyword to the
+        field it takes."""
+        return {keyword: getattr(self, field) for keyword, field in names.items()}
+
+
+def matched(experiment: str = "warehouse", num_envs: int = BASELINE_ENVS) -> Matched:
+    """``+exp=<experiment>``'s settings, read from its config (never copied by hand)."""
+    config = compose_config([f"+exp={experiment}"])
+    learner, actors = config.learner, config.actors
+    rows = actors.envs_per_actor * actors.fragment_length
+    if rows % num_envs:
+        raise ValueError(f"{rows} rows per update do not split over {num_envs} envs")
+    return Matched(
+        experiment=experiment,
+        rows_per_update=rows,
+        num_envs=num_envs,
+        rollout_steps=rows // num_envs,
+        epochs=learner.epochs,
+        minibatch_size=learner.minibatch_size,
+        lr=learner.lr,
+        gamma=learner.gamma,
+        gae_lambda=learner.gae_lambda,
+        clip=learner.clip,
+        entropy_coef=learner.entropy_coef,
+        value_coef=learner.value_coef,
+        max_grad_norm=learner.max_grad_norm,
+        hidden_sizes=tuple(learner.hidden_sizes),
+        normalize_observations=learner.normalizer.kind != "none",
+        normalizer_clip=learner.normalizer.clip,
+    )
+
+
+def unmatched_by_alternating_ppo(normalizer: str) -> dict[str, str]:
+    """What a PPO that alternates rollout and update in one process cannot match of
+    turnwise's settings, and why (``normalizer``: its observation filter's name)."""
+    return {
+        "advantages": "GAE on the rollout's own policy (turnwise: V-trace against the "
+        "behaviour policy, which may be an update or more behind)",
+        "pipeline": "rollout and update alternate in one process (turnwise: two rollout "
+        "actors sample while the learner updates)",
+        "normalizer": f"{normalizer}'s mean and variance over the whole run (turnwise: over "
+        "a window of the latest env steps, learner.normalizer.window_env_steps); both clip "
+        "at 10",
+    }
 
 
 @dataclass(frozen=True)

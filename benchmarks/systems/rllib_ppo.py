@@ -4,11 +4,16 @@ RLlib's default PPO hyperparameters (train batch 4000, minibatch 128, 30 epochs,
 except the model, an MLP of ``settings.hidden_sizes`` with tanh like turnwise's. The env
 is registered through RLlib's registry and built by ``task.make_env()``; the learner
 runs in this process on the CPU. ``settings.extra`` is passed to ``PPOConfig.training``
-(``train_batch_size_per_learner``, ``minibatch_size``, ``num_epochs``...), except two
+(``train_batch_size_per_learner``, ``minibatch_size``, ``num_epochs``...), except three
 adapter keys: ``num_env_runners`` (default 0: sampling in this process; 1 was slower
-on 2 cores) and ``torch_threads`` (default 1, as Ray gives its own workers and as the SB3
-adapter does: on this 2-core machine torch's default of 2 threads ran RLlib's PPO update
-~10x slower whenever another process was busy).
+on 2 cores), ``normalize`` (default false; true: RLlib's ``MeanStdFilter`` env-to-module
+connector, clipped at 10, its running statistics applied to the evaluation's
+observations too) and ``torch_threads`` (default 1, as Ray gives its own workers and as
+the SB3 adapter does: on this 2-core machine torch's default of 2 threads ran RLlib's PPO
+update ~10x slower whenever another process was busy).
+
+``matched_extra(experiment)`` is the ``settings.extra`` (and ``num_envs``) giving RLlib
+turnwise's ``+exp=<experiment>`` settings; ``UNMATCHED`` says what it cannot match.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from benchmarks.systems.common import (
     SolveRecorder,
     Task,
     batch_act,
+    matched,
     throughput_result,
+    unmatched_by_alternating_ppo,
 )
 
 SYSTEM = "rllib"
@@ -40,6 +47,30 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Sampling in this process: PPO samples, then learns, so on 2 cores a separate env runner
 # only adds IPC (Warehouse: ~820 vs ~630 env steps/s; start-up ~7 s vs ~15 s).
 DEFAULT_ENV_RUNNERS = 0
+UNMATCHED = unmatched_by_alternating_ppo("MeanStdFilter")
+
+
+MATCHED_KEYWORDS = {  # PPOConfig.training keyword (or adapter key) -> common.Matched field
+    "num_envs": "num_envs",
+    "train_batch_size_per_learner": "rows_per_update",
+    "minibatch_size": "minibatch_size",
+    "num_epochs": "epochs",
+    "lr": "lr",
+    "gamma": "gamma",
+    "lambda_": "gae_lambda",
+    "clip_param": "clip",
+    "entropy_coeff": "entropy_coef",
+    "vf_loss_coeff": "value_coef",
+    "grad_clip": "max_grad_norm",
+    "normalize": "normalize_observations",
+}
+
+
+def matched_extra(experiment: str = "warehouse") -> dict[str, Any]:
+    """``PPOConfig.training`` arguments (and ``num_envs``) for ``+exp=<experiment>``'s
+    settings; RLlib's KL penalty and value clipping off, as turnwise has neither."""
+    keywords = matched(experiment).keywords(MATCHED_KEYWORDS)
+    return {**keywords, "use_kl_loss": False, "vf_clip_param": 1e9}
 
 
 def _quiet() -> None:
@@ -60,11 +91,13 @@ def _algo(
     _quiet()
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
 
     extra = dict(settings.extra)
     num_env_runners = int(extra.pop("num_env_runners", DEFAULT_ENV_RUNNERS))
+    normalize = bool(extra.pop("normalize", False))
     torch.set_num_threads(int(extra.pop("torch_threads", 1)))
     started = time.perf_counter()
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -85,6 +118,9 @@ def _algo(
             .env_runners(
                 num_env_runners=num_env_runners,
                 num_envs_per_env_runner=max(1, settings.num_envs // max(1, num_env_runners)),
+                env_to_module_connector=(
+                    (lambda *_: MeanStdFilter(clip_by_value=10.0)) if normalize else None
+                ),
             )
             .rl_module(
                 model_config=DefaultModelConfig(
@@ -103,6 +139,7 @@ def _algo(
             "train_batch_size": config.train_batch_size_per_learner,
             "minibatch_size": config.minibatch_size,
             "num_epochs": config.num_epochs,
+            "normalize": normalize,
             "torch_threads": torch.get_num_threads(),
         }
         try:
@@ -162,6 +199,19 @@ def _small_budget_batch(budget: Budget, settings: Settings) -> int | None:
     return max(budget.env_steps, minibatch)
 
 
+def _seen(algo: Any, obs: np.ndarray) -> np.ndarray:
+    """Observations as the module saw them in training: through the local env runner's
+    MeanStdFilter (its statistics so far, not updated here), if there is one."""
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    pipeline = algo.env_runner._env_to_module  # the local runner's env-to-module connectors
+    for connector in pipeline.connectors:
+        if isinstance(connector, MeanStdFilter) and connector._filters:
+            (running,) = connector._filters.values()  # one agent
+            return running(obs, update=False)
+    return obs
+
+
 def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, Any]:
     """Train until solved or out of budget, evaluating the current greedy policy."""
     batch = _small_budget_batch(budget, settings)
@@ -172,6 +222,7 @@ def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, A
         def predict(obs: np.ndarray) -> np.ndarray:
             # The local env runner's module: synced from the learner after every train().
             module = algo.get_module()
+            obs = _seen(algo, obs)
             with torch.no_grad():
                 out = module.forward_inference({"obs": torch.as_tensor(obs, dtype=torch.float32)})
                 dist_cls = module.get_inference_action_dist_cls()

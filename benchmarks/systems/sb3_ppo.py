@@ -8,11 +8,16 @@ without throwing the partial rollout away, so a rollout is also the granularity 
 the throughput window and of evaluations.
 
 ``settings.extra`` is passed to ``PPO(...)`` as keyword overrides (``n_steps``,
-``batch_size``, ``learning_rate``...), except two adapter keys: ``vec_env``
-(``"dummy"``, the default, or ``"subproc"``) and ``torch_threads`` (default 1, as in
-the repo's rollout actors: on this 2-core machine torch's default of 2 threads was about
-5% faster when the machine was quiet but ran PPO updates 10-40x slower whenever other
-processes were busy).
+``batch_size``, ``learning_rate``...), except three adapter keys: ``vec_env``
+(``"dummy"``, the default, or ``"subproc"``), ``normalize`` (default false; true:
+``VecNormalize`` on observations only, clipped at 10 as turnwise's normalizer, its
+running statistics applied to the evaluation's observations too) and
+``torch_threads`` (default 1, as in the repo's rollout actors: on this 2-core machine
+torch's default of 2 threads was about 5% faster when the machine was quiet but ran PPO
+updates 10-40x slower whenever other processes were busy).
+
+``matched_extra(experiment)`` is the ``settings.extra`` (and ``num_envs``) giving SB3
+turnwise's ``+exp=<experiment>`` settings; ``UNMATCHED`` says what it cannot match.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import stable_baselines3
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from benchmarks.systems.common import (
     Budget,
@@ -35,11 +40,35 @@ from benchmarks.systems.common import (
     SolveRecorder,
     Task,
     batch_act,
+    matched,
     throughput_result,
+    unmatched_by_alternating_ppo,
 )
 
 SYSTEM = "sb3"
 _VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+UNMATCHED = unmatched_by_alternating_ppo("VecNormalize")
+
+
+MATCHED_KEYWORDS = {  # PPO(...) keyword (or adapter key) -> common.Matched field
+    "num_envs": "num_envs",
+    "n_steps": "rollout_steps",
+    "batch_size": "minibatch_size",
+    "n_epochs": "epochs",
+    "learning_rate": "lr",
+    "gamma": "gamma",
+    "gae_lambda": "gae_lambda",
+    "clip_range": "clip",
+    "ent_coef": "entropy_coef",
+    "vf_coef": "value_coef",
+    "max_grad_norm": "max_grad_norm",
+    "normalize": "normalize_observations",
+}
+
+
+def matched_extra(experiment: str = "warehouse") -> dict[str, Any]:
+    """PPO's keyword arguments (and ``num_envs``) for ``+exp=<experiment>``'s settings."""
+    return matched(experiment).keywords(MATCHED_KEYWORDS)
 
 
 def _ppo_default(name: str) -> Any:
@@ -58,6 +87,8 @@ def _build(task: Task, settings: Settings, overrides: dict[str, Any] | None = No
         seed=settings.seed,
         vec_env_cls=vec_env_cls,
     )
+    if extra.pop("normalize", False):
+        env = VecNormalize(env, norm_obs=True, norm_reward=False, clip_obs=10.0)
     kwargs: dict[str, Any] = {**extra, **(overrides or {})}
     return PPO(
         "MlpPolicy",
@@ -88,7 +119,8 @@ def _notes(model: PPO, **more: Any) -> dict[str, Any]:
         "batch_size": model.batch_size,
         "n_epochs": model.n_epochs,
         "rollout_env_steps": _rollout(model),
-        "vec_env": type(model.get_env()).__name__,
+        "vec_env": type(_unwrapped(model.get_env())).__name__,
+        "normalize": isinstance(model.get_env(), VecNormalize),
         "torch_threads": torch.get_num_threads(),
         "stable_baselines3": stable_baselines3.__version__,
         **more,
@@ -134,12 +166,23 @@ def _train_return(model: PPO) -> float | None:
     return float(np.mean(returns)) if returns else None
 
 
+def _unwrapped(env: Any) -> Any:
+    return env.venv if isinstance(env, VecNormalize) else env
+
+
+def _seen(model: PPO, obs: np.ndarray) -> np.ndarray:
+    """Observations as the policy saw them in training: normalized by VecNormalize's
+    statistics so far (not updated here), if it is on."""
+    env = model.get_env()
+    return env.normalize_obs(obs) if isinstance(env, VecNormalize) else obs
+
+
 def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, Any]:
     """Train in rollout-sized chunks, evaluating greedily (clock paused) when due."""
     n_steps = _small_budget_n_steps(budget, settings)
     model = _build(task, settings, None if n_steps is None else {"n_steps": n_steps})
     recorder = SolveRecorder(SYSTEM, task, budget, settings)
-    act = batch_act(lambda obs: model.predict(obs, deterministic=True)[0])
+    act = batch_act(lambda obs: model.predict(_seen(model, obs), deterministic=True)[0])
     while True:
         _learn_chunk(model)
         steps = model.num_timesteps

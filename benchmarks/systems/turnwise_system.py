@@ -1,5 +1,8 @@
 """turnwise as a benchmarked system: its own experiments, run as a user runs them.
 
+A task runs ``+exp=<task name>`` (``warehouse``, ``warehouse_medium``,
+``warehouse_large``...), with ``settings.extra["overrides"]`` after it (the suite's
+plain-env case: ``env.vectorization=sync``; its scaling rows: the actor layout).
 Throughput runs ``+exp=<task>`` (transition log and checkpoints on, as by default;
 the evaluator off, as for the other systems' windows) for ``train.max_seconds``.
 Time to solve runs the same experiment with its external evaluator on the common
