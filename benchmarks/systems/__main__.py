@@ -25,6 +25,7 @@ SYSTEMS = {
     "rllib": "benchmarks.systems.rllib_ppo",
     "sb3": "benchmarks.systems.sb3_ppo",
     "sb3_recurrent": "benchmarks.systems.sb3_recurrent_ppo",  # sb3-contrib's RecurrentPPO
+    "sample_factory": "benchmarks.systems.sample_factory_appo",  # in its own venv (.venv-sf)
 }
 
 
