@@ -18,7 +18,7 @@ from benchmarks.systems.common import TASKS, Budget, Settings, evaluate
 pytestmark = pytest.mark.slow
 
 TASK = TASKS["warehouse"]
-SETTINGS = Settings(num_envs=4)  # 2 workers x 2 envs: quick to start
+SETTINGS = Settings(num_envs=8, extra={"num_workers": 1})  # few processes to start
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_throughput_counts_learner_env_steps(python):
     assert result["system"] == "sample_factory" and result["task"] == "warehouse"
     assert result["env_steps"] > 0 and result["seconds"] >= 3.0
     assert result["env_steps_per_second"] == result["env_steps"] / result["seconds"]
-    assert result["sample_factory_options"]["num_envs_per_worker"] == 2
+    assert result["sample_factory_options"]["num_envs_per_worker"] == 8
 
 
 def test_time_to_solve_evaluates_each_checkpoint_on_the_common_seeds(python, monkeypatch):

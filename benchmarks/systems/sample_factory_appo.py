@@ -82,17 +82,11 @@ UNMATCHED = {
     "turnwise to [1-e, 1+e] = [0.8, 1.2]",
     "gae_lambda": "Sample Factory's V-trace has no lambda (its c-hat traces are "
     "min(1, ratio)); turnwise's are lambda x min(c_clip, ratio), lambda 0.95",
-    "max_policy_lag": "turnwise drops batches more than 8 policy versions old; Sample "
-    "Factory's max_policy_lag counts versions too but its batches stay within 1-2 "
-    "versions at these settings (num_batches_to_accumulate 2), so it is left at its "
-    "default (1000)",
     "normalizer": "turnwise normalizes observations over a 200K-env-step window, clip "
     "10; Sample Factory keeps running mean and variance over all steps, clip 5",
-    "adam_eps": "turnwise 1e-5, Sample Factory's default 1e-6 kept: matched as adam_eps",
     "value_bootstrap": "turnwise bootstraps a truncated episode's last step from the "
-    "value of its final observation; Sample Factory's value_bootstrap approximates it "
-    "with v(t) (its rollouts do not keep the final observation), left on its default "
-    "(off)",
+    "value of its final observation; Sample Factory's value_bootstrap (on) adds "
+    "gamma x v(t) of the last observation it has (its rollouts keep no final one)",
     "value_clipping": "Sample Factory clips the value change (ppo_clip_value); turnwise "
     "does not: set to 1e6, i.e. off",
 }
@@ -124,6 +118,8 @@ def matched_extra(experiment: str = "warehouse") -> dict[str, Any]:
         "vtrace_rho": learner.rho_clip,
         "vtrace_c": learner.c_clip,
         "normalize_returns": False,  # turnwise does not; V-trace needs it off
+        "max_policy_lag": learner.max_policy_lag,  # older batches are dropped, as turnwise's
+        "value_bootstrap": True,  # truncated episodes bootstrapped (UNMATCHED: how)
         "ppo_clip_ratio": learner.clip,
         "ppo_clip_value": 1e6,  # no value clipping in turnwise
         "exploration_loss_coeff": learner.entropy_coef,

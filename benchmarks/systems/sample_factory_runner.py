@@ -5,7 +5,7 @@ runs in Sample Factory's own venv (``benchmarks.sample_factory_env``), as a scri
         --env-id Warehouse-v0 --env-kwargs '{"size": "small"}' --progress P.jsonl \
         --save-every 100000 -- --train_dir DIR --experiment sf ...
 
-Everything after ``--`` is Sample Factory's own command line. The runner adds three
+Everything after ``--`` is Sample Factory's own command line. The runner adds four
 things to a stock ``run_rl``:
 
 - the env: ``gymnasium.make(env_id, **env_kwargs)``, with ``sims`` importable under
@@ -18,6 +18,7 @@ things to a stock ``run_rl``:
   evaluates those checkpoints. Sample Factory 2.1.1's ``--train_for_seconds`` never
   fires (``Runner.total_train_seconds`` is never advanced), so the adapter stops the
   run itself;
+- the env's spaces read in the runner's process, not in a process spawned for it;
 - a fix for Sample Factory 2.1.1's summaries under V-trace: ``_record_summaries``
   reads the minibatch's GAE ``advantages``, which V-trace never makes (fixed upstream
   by PR #278, unreleased); the V-trace advantages are given instead.
@@ -39,7 +40,10 @@ from pathlib import Path
 
 import gymnasium
 from sample_factory.algo.learning.learner import Learner
+from sample_factory.algo.runners import runner as runner_module
 from sample_factory.algo.runners.runner import AlgoObserver, Runner
+from sample_factory.algo.utils.env_info import EnvInfo, extract_env_info
+from sample_factory.algo.utils.make_env import make_env_func_batched
 from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
 from sample_factory.envs.env_utils import register_env
 from sample_factory.train import make_runner
@@ -76,6 +80,19 @@ def make_env(full_env_name, cfg=None, env_config=None, render_mode=None, env_kwa
     """Sample Factory's env factory (module level: the spawned workers unpickle it)."""
     import_sims()
     return gymnasium.make(full_env_name, render_mode=render_mode, **(env_kwargs or {}))
+
+
+def env_info_in_this_process(cfg) -> EnvInfo:
+    """The spaces of the env, read from one made here: Sample Factory spawns a process
+    for this (one more torch import at start-up, ~30 s on a loaded 2-core machine)."""
+    env = make_env_func_batched(cfg, env_config=None)
+    try:
+        return extract_env_info(env, cfg)
+    finally:
+        env.close()
+
+
+runner_module.obtain_env_info_in_a_separate_process = env_info_in_this_process
 
 
 class Progress(AlgoObserver):
