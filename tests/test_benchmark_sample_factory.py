@@ -59,6 +59,7 @@ def test_time_to_solve_evaluates_each_checkpoint_on_the_common_seeds(python, mon
 def test_matched_extra_is_turnwise_warehouse():
     extra = sf.matched_extra()
     rows = extra["num_envs_per_worker"] * extra["rollout"]
+    assert extra["num_envs"] == extra["num_workers"] * extra["num_envs_per_worker"]
     assert rows == extra["batch_size"] * extra["num_batches_per_epoch"] == 4096
     assert (extra["num_epochs"], extra["batch_size"], extra["learning_rate"]) == (3, 2048, 1e-3)
     assert extra["with_vtrace"] and extra["recurrence"] == extra["rollout"]

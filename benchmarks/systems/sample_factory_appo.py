@@ -53,6 +53,7 @@ from benchmarks.systems.common import (
     batch_act,
     evaluate,
     finite_or_none,
+    matched,
     throughput_result,
 )
 from turnwise.config import compose_config
@@ -92,43 +93,49 @@ UNMATCHED = {
 }
 
 
+MATCHED_KEYWORDS = {  # Sample Factory option -> common.Matched field
+    "num_envs_per_worker": "num_envs",
+    "rollout": "rollout_steps",
+    "recurrence": "rollout_steps",  # V-trace needs it equal to the rollout
+    "batch_size": "minibatch_size",
+    "num_epochs": "epochs",
+    "learning_rate": "lr",
+    "gamma": "gamma",
+    "gae_lambda": "gae_lambda",  # unused under V-trace (UNMATCHED)
+    "ppo_clip_ratio": "clip",
+    "exploration_loss_coeff": "entropy_coef",
+    "max_grad_norm": "max_grad_norm",
+    "normalize_input": "normalize_observations",
+}
+
+
 def matched_extra(experiment: str = "warehouse") -> dict[str, Any]:
-    """Sample Factory's options that give it ``+exp=<experiment>``'s algorithm settings,
-    in turnwise's own layout: ``num_actors`` workers of ``envs_per_actor`` envs,
-    rollouts of ``fragment_length`` steps, one update per ``envs_per_actor x
-    fragment_length`` rows (``UNMATCHED``: what differs)."""
+    """Sample Factory's options (and ``num_envs``) that give it ``+exp=<experiment>``'s
+    algorithm settings, in turnwise's own layout: ``actors.num_actors`` workers of
+    ``actors.envs_per_actor`` envs, rollouts of ``actors.fragment_length`` steps, one
+    update per ``envs_per_actor x fragment_length`` rows (``UNMATCHED``: what differs)."""
     config = compose_config([f"+exp={experiment}"])
     learner, actors = config.learner, config.actors
-    rows = actors.envs_per_actor * actors.fragment_length
-    if rows % learner.minibatch_size:
-        raise ValueError(f"{rows} rows per update are not whole minibatches")
+    settings = matched(experiment, num_envs=actors.envs_per_actor)
+    if settings.rows_per_update % settings.minibatch_size:
+        raise ValueError(f"{settings.rows_per_update} rows per update are not whole minibatches")
     return {
+        "num_envs": actors.num_actors * actors.envs_per_actor,
         "num_workers": actors.num_actors,
-        "num_envs_per_worker": actors.envs_per_actor,
-        "rollout": actors.fragment_length,
-        "recurrence": actors.fragment_length,  # V-trace needs it equal to the rollout
-        "batch_size": learner.minibatch_size,
-        "num_batches_per_epoch": rows // learner.minibatch_size,
-        "num_epochs": learner.epochs,
-        "learning_rate": learner.lr,
+        **settings.keywords(MATCHED_KEYWORDS),
+        "num_batches_per_epoch": settings.rows_per_update // settings.minibatch_size,
         "lr_schedule": "constant",
-        "gamma": learner.gamma,
-        "gae_lambda": learner.gae_lambda,  # unused under V-trace (UNMATCHED)
         "with_vtrace": learner.correction == "vtrace",
         "vtrace_rho": learner.rho_clip,
         "vtrace_c": learner.c_clip,
         "normalize_returns": False,  # turnwise does not; V-trace needs it off
         "max_policy_lag": learner.max_policy_lag,  # older batches are dropped, as turnwise's
         "value_bootstrap": True,  # truncated episodes bootstrapped (UNMATCHED: how)
-        "ppo_clip_ratio": learner.clip,
         "ppo_clip_value": 1e6,  # no value clipping in turnwise
-        "exploration_loss_coeff": learner.entropy_coef,
         # Sample Factory's value loss is value_loss_coeff x mean squared error,
         # turnwise's value_coef x 0.5 x mean squared error
-        "value_loss_coeff": learner.value_coef * 0.5,
-        "max_grad_norm": learner.max_grad_norm,
+        "value_loss_coeff": settings.value_coef * 0.5,
         "adam_eps": 1e-5,  # turnwise's Adam
-        "normalize_input": learner.normalizer.kind != "none",
         "actor_critic_share_weights": False,  # turnwise: separate policy and value MLPs
     }
 
@@ -146,10 +153,9 @@ def sample_factory_options(task: Task, settings: Settings, train_dir: Path) -> d
     """Every option of the run: defaults, then ``settings``, then ``settings.extra``,
     then what this adapter needs (``FIXED``)."""
     extra = dict(settings.extra)
-    workers = int(
-        extra.pop("num_workers", min(os.cpu_count() or 1, max(settings.num_envs // 2, 1)))
-    )
-    per_worker = int(extra.pop("num_envs_per_worker", max(settings.num_envs // workers, 2)))
+    num_envs = int(extra.pop("num_envs", settings.num_envs))  # not an option of its own
+    workers = int(extra.pop("num_workers", min(os.cpu_count() or 1, max(num_envs // 2, 1))))
+    per_worker = int(extra.pop("num_envs_per_worker", max(num_envs // workers, 2)))
     if per_worker % 2:
         raise ValueError(f"{per_worker} envs a worker: Sample Factory needs an even number")
     return {
