@@ -20,6 +20,10 @@ with its defaults under ``--overload-concurrency`` (256) closed-loop clients for
 ``Retry-After``), p50/p99 of the accepted requests, and the drain time: from the end of
 the phase until the last request in flight is answered.
 
+Then the variants section (``variants``, ``--only variants`` for it alone; the modes with
+``--variants MODE ...``): Ray Serve's throughput-optimized mode and its gRPC ingress
+beside today's HTTP path, alternated in ``--rounds`` rounds (benchmarks/serve_variants.py).
+
 HTTP clients are aiohttp tasks in this process, on the same machine. Latency is per
 request, client side; throughput is requests over the wall time of the timed phase.
 Writes ``benchmarks/results/serve_latency.json`` and the ``serve_latency`` section of
@@ -50,6 +54,7 @@ import torch
 from fastapi import Request
 from pydantic import BaseModel
 
+from benchmarks.alternating import positive_int
 from benchmarks.report import (
     BENCHMARKS_MD,
     RESULTS_DIR,
@@ -58,6 +63,7 @@ from benchmarks.report import (
     update_section,
     write_json,
 )
+from benchmarks.serve_variants import MODES, measure_variants, render_variants, run_server
 from serving.testing import random_walk_observations
 
 log = logging.getLogger("benchmarks.serve_latency")
@@ -120,7 +126,10 @@ def forward_cell(model, obs: np.ndarray, concurrency: int, n: int) -> dict[str, 
 
 
 # -- HTTP load from aiohttp tasks ---------------------------------------------------------
-async def _http_run(url: str, bodies: list[bytes], concurrency: int, n: int):
+async def _http_run(
+    url: str, bodies: list[bytes], concurrency: int, n: int, seconds: float = float("inf")
+):
+    """Closed-loop clients until ``n`` requests, or ``seconds``, have passed."""
     import aiohttp
 
     counter, latencies, errors = itertools.count(), [], 0
@@ -129,7 +138,7 @@ async def _http_run(url: str, bodies: list[bytes], concurrency: int, n: int):
 
         async def worker() -> None:
             nonlocal errors
-            while (i := next(counter)) < n:
+            while (i := next(counter)) < n and time.perf_counter() < stop_at:
                 start = time.perf_counter()
                 async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as r:
                     await r.read()
@@ -137,6 +146,7 @@ async def _http_run(url: str, bodies: list[bytes], concurrency: int, n: int):
                 latencies.append(time.perf_counter() - start)
 
         start = time.perf_counter()
+        stop_at = start + seconds
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return latencies, time.perf_counter() - start, errors
 
@@ -278,6 +288,7 @@ MEASURES: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "serve_noop": measure_serve_noop,
     "turnwise": measure_turnwise,
 }
+SECTIONS = [*MEASURES, "overload", "variants"]
 
 
 # -- overload: many more clients than the replica can serve ------------------------------
@@ -485,24 +496,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_latency")
     parser.add_argument("--quick", action="store_true", help=f"{REQUESTS['quick']} per cell")
     parser.add_argument("--checkpoint", help="checkpoint, run dir or store (default: fresh)")
-    parser.add_argument(
-        "--only", nargs="*", choices=[*MEASURES, "overload"], help="a subset of the sections"
-    )
+    parser.add_argument("--only", nargs="*", choices=[*SECTIONS], help="a subset of the sections")
+    parser.add_argument("--variants", nargs="+", choices=[*MODES], default=[*MODES])
+    parser.add_argument("--rounds", type=positive_int, default=3, help="of the variants")
+    parser.add_argument("--cell-seconds", type=float, help="per variant cell (5; 2 --quick)")
     parser.add_argument("--overload-concurrency", type=int, default=OVERLOAD_CONCURRENCY)
     parser.add_argument("--overload-seconds", type=float, help="default: 20 (8 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve_latency.json")
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-server", choices=[*MODES], help=argparse.SUPPRESS)
+    parser.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_server:
         serve_baseline(args.port, args.checkpoint)
+        return {}
+    if args.serve_server:
+        run_server(args.serve_server, args.checkpoint, args.port, args.grpc_port, args.ready_file)
         return {}
     load_before = (load_average() or [None])[0]
     n = REQUESTS["quick" if args.quick else "full"]
     obs = random_walk_observations()
     bodies = [json.dumps({"observation": row.tolist()}).encode() for row in obs]
-    results, overload, sections = [], None, args.only or [*MEASURES, "overload"]
+    results, overload, variants, sections = [], None, None, args.only or [*SECTIONS]
     with tempfile.TemporaryDirectory(prefix="turnwise-serve-latency-") as root:
         checkpoint, described = checkpoint_for(args, Path(root))
         for impl in (name for name in sections if name in MEASURES):
@@ -516,11 +534,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             overload = measure_overload(checkpoint, bodies, args.overload_concurrency, seconds)
             for row in overload:
                 log.info("  %s", {k: round(v, 2) for k, v in row.items()})
+        if "variants" in sections:
+            seconds = args.cell_seconds or (2.0 if args.quick else 5.0)
+            variants = measure_variants(
+                checkpoint, obs, bodies, args.variants, args.rounds, seconds
+            )
     report = build_report(argv, args.quick, n, described, results)
     report["load_before"], report["overload"] = load_before, overload
-    write_json(report, args.out)
-    update_section(args.markdown, "serve_latency", render(report))
-    print(render(report))
+    if variants is not None:  # its own section and file: a run of it alone keeps the rest
+        published = {**report, "results": None, "variants": variants}
+        write_json(published, args.out.with_name("serve_latency_variants.json"))
+        update_section(args.markdown, "serve_latency_variants", render_variants(published))
+        print(render_variants(published))
+    if set(sections) - {"variants"}:
+        write_json(report, args.out)
+        update_section(args.markdown, "serve_latency", render(report))
+        print(render(report))
     return report
 
 

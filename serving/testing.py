@@ -86,6 +86,44 @@ def make_checkpoint(
     return BuiltCheckpoint(name=name, uri=uri, model=model, env_version=version)
 
 
+# Serve's constants that its throughput-optimized mode sets (ray/serve/_private/constants.py)
+SERVE_MODE_CONSTANTS = (
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP",
+    "RAY_SERVE_LOG_TO_STDERR",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
+    "RAY_SERVE_FREEZE_GC_ON_STARTUP",
+)
+
+
+def serve_constants(actor: object = None) -> dict[str, object]:
+    """The values of :data:`SERVE_MODE_CONSTANTS` in this process: run it inside a Serve
+    actor with ``actor.__ray_call__.remote(serve_constants)`` to see its mode."""
+    from ray.serve._private import constants
+
+    return {name: getattr(constants, name) for name in SERVE_MODE_CONSTANTS}
+
+
+def start_local_ray() -> None:
+    """The serving tests' local Ray: 2 CPUs, no dashboard, and Serve's mode as
+    ``python -m serving`` runs it (``serving.settings.SERVE_ENV``)."""
+    import ray
+
+    from serving.settings import serve_environment
+
+    env_vars = serve_environment()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env_vars},
+    )
+
+
 def random_walk_observations(n: int = 512, seed: int = 0) -> np.ndarray:
     """Real Warehouse-v0 observations from a random walk (requests for tests and benchmarks)."""
     from sims.warehouse import WarehouseEnv
