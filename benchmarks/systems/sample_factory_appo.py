@@ -88,8 +88,12 @@ UNMATCHED = {
     "value_bootstrap": "turnwise bootstraps a truncated episode's last step from the "
     "value of its final observation; Sample Factory's value_bootstrap (on) adds "
     "gamma x v(t) of the last observation it has (its rollouts keep no final one)",
-    "value_clipping": "Sample Factory clips the value change (ppo_clip_value); turnwise "
-    "does not: set to 1e6, i.e. off",
+    "vtrace_bootstrap": "Sample Factory's V-trace bootstraps a rollout's last step from "
+    "(v(T-1) - r(T-1)) / gamma, its rollouts keeping no next observation; turnwise from "
+    "the value of the next observation",
+    "pipeline": "Sample Factory's rollout workers send observations to a separate "
+    "inference worker for each step (double-buffered: worker_num_splits 2); turnwise's "
+    "rollout actors act themselves, one batched forward pass per step",
 }
 
 
@@ -205,6 +209,13 @@ def greedy_actor(state: dict[str, torch.Tensor], action_space: gymnasium.Space):
             return out[:, : int(np.prod(action_space.shape))].numpy()  # means, then log-stds
 
     return predict
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights. Not ``weights_only``: once the run has a best score
+    the checkpoint holds it as a numpy scalar, which that refuses (the file is this
+    run's own)."""
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
 class SampleFactoryRun:
@@ -344,7 +355,7 @@ def time_to_solve(task: Task, budget: Budget, settings: Settings) -> dict[str, A
             written = path.stat().st_mtime
             seconds = recorder.clock.seconds() - max(time.time() - written, 0.0)
             with recorder.clock.paused():
-                state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+                state = _load_weights(path)
                 scores = evaluate(task, batch_act(greedy_actor(state, action_space)))
             point = {
                 "seconds": seconds,
