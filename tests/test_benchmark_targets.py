@@ -12,7 +12,7 @@ import pytest
 from benchmarks import suite
 from benchmarks.suite_report import render, targets, title
 from benchmarks.systems import rllib_ppo, sb3_ppo
-from benchmarks.systems.common import TASKS, matched
+from benchmarks.systems.common import TASKS, Settings, matched
 from turnwise.config import compose_config
 
 RUNS = {label: {"system": r.system, "settings": r.settings, "env": r.env}
@@ -225,6 +225,10 @@ def test_matched_settings_are_read_from_the_experiment(experiment):
     assert (rllib["minibatch_size"], rllib["num_epochs"], rllib["lr"], rllib["grad_clip"]) == (
         learner.minibatch_size, learner.epochs, learner.lr, learner.max_grad_norm)  # fmt: skip
     assert rllib["use_kl_loss"] is False and rllib["normalize"] == sb3["normalize"]
+    # every system is built with Settings' network: it must be the experiment's
+    assert (
+        matched(experiment).hidden_sizes == Settings().hidden_sizes == tuple(learner.hidden_sizes)
+    )
 
 
 def test_a_system_that_is_not_installed_is_a_row_error_not_a_crash(tmp_path, monkeypatch):
