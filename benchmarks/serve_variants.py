@@ -180,7 +180,9 @@ def run_server(mode: str, checkpoint: str, port: int, grpc_port: int, ready: Pat
             for a in ray.util.list_named_actors(all_namespaces=True)
             if a["name"].startswith("SERVE_REPLICA::turnwise#PolicyServer#")
         )
-        ready.write_text(json.dumps(ray.get(actor.__ray_call__.remote(_probe), timeout=60)))
+        probe = json.dumps(ray.get(actor.__ray_call__.remote(_probe), timeout=60))
+        ready.with_suffix(".part").write_text(probe)
+        ready.with_suffix(".part").replace(ready)  # whole or absent
         stop.wait()
     finally:
         ray.shutdown()  # not serve.shutdown(): direct ingress drains replicas for >= 30 s
@@ -197,10 +199,9 @@ class Server:
         command = [sys.executable, "-m", "benchmarks.serve_latency", "--serve-server", mode]
         command += ["--checkpoint", checkpoint, "--port", str(self.port)]
         command += ["--grpc-port", str(self.grpc_port), "--ready-file", str(ready)]
-        env = {**os.environ, **MODES[mode]}
-        for name in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_DIRECT_INGRESS"):
-            if name not in MODES[mode]:
-                env.pop(name, None)  # default means default, whatever this shell has
+        # exactly the mode's variables, whatever this shell has set of Serve's
+        env = {k: v for k, v in os.environ.items() if k not in SERVE_MODE_CONSTANTS}
+        env.update(MODES[mode])
         self.process = subprocess.Popen(command, cwd=REPO, env=env)
         deadline = time.monotonic() + timeout_s
         while not ready.exists():
@@ -208,7 +209,6 @@ class Server:
                 self.close()
                 raise RuntimeError(f"the {mode} server did not start")
             time.sleep(0.5)
-        time.sleep(0.2)  # the file is written in one call; let it land
         self.probe = json.loads(ready.read_text())
         wait_ready(f"http://127.0.0.1:{self.port}/healthz")
 

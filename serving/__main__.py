@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
-from serving.settings import HTTP_OPTIONS, ServeArgs
+from serving.settings import HTTP_OPTIONS, ServeArgs, serve_environment
 from serving.source import parse_source
 from serving.web import read_token
 
@@ -85,18 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     logger.info("serving from %s", source.describe())
 
+    env_vars = serve_environment()  # before ray.serve is imported (its constants read it)
     import ray
     from ray import serve
 
     from serving.app import build_app
 
-    ray.init(address=args.address or "local")  # "local": never join a stray cluster
+    # "local": never join a stray cluster. On a joined cluster whose Serve already runs,
+    # its controller and proxies keep the mode they were started with.
+    ray.init(address=args.address or "local", runtime_env={"env_vars": env_vars})
     try:
         serve.start(http_options={"host": args.host, "port": args.port, **HTTP_OPTIONS})
         serve.run(build_app(options), name=APP_NAME, route_prefix="/")
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{args.port}"
         print(f"turnwise policy server at {url}  (POST /v1/act, GET /v1/policy /healthz /metrics)")
+        if os.environ.get("RAY_SERVE_LOG_TO_STDERR") != "1":  # the mode's default: files only
+            logs = "/tmp/ray/session_latest/logs/serve/"
+            print(f"replica logs in {logs} (here too with RAY_SERVE_LOG_TO_STDERR=1)")
         print("Ctrl-C to stop", flush=True)
         _wait_for_signal()
     finally:

@@ -32,6 +32,30 @@ DEFAULT_DEPLOYMENT: dict[str, Any] = {
 # replica's own ``body_timeout_s`` and ``max_queue_wait_s``.
 HTTP_OPTIONS: dict[str, Any] = {"request_timeout_s": 30}
 
+# Ray Serve's throughput-optimized mode, as ``python -m serving`` (and the RayService's
+# pods) run Serve: proxy-to-replica calls over gRPC, the router and user code on the
+# replica's own event loop, request-path logs buffered and Serve's logs in files only
+# (not also on stderr). Without its direct ingress, which would force the proxy onto the
+# head node only, open a second HTTP port on every ingress replica (past the proxy's
+# ``max_queued_requests``) and hold every ingress replica for at least 30 s on shutdown.
+# Read by every Serve process when ray.serve is imported: set before Ray starts
+# (``serve_environment``). BENCHMARKS.md ("Serving: Ray Serve's modes") has the figures.
+SERVE_ENV: dict[str, str] = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
+
+
+def serve_environment() -> dict[str, str]:
+    """Put :data:`SERVE_ENV` in this process's environment where not set already (the
+    local Ray it starts inherits it) and return the values, for ``ray.init``'s
+    ``runtime_env={"env_vars": ...}``. Call before ``ray.serve`` is imported."""
+    import os
+
+    for name, value in SERVE_ENV.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in SERVE_ENV}
+
 
 class PolicySettings(BaseModel):
     """What can change on running replicas, through ``reconfigure(user_config)``."""

@@ -28,9 +28,9 @@ from ray.serve.schema import ServeDeploySchema
 
 from serving.app import build_app
 from serving.inference import Query, act
-from serving.settings import ServeArgs, UserConfig
+from serving.settings import SERVE_ENV, ServeArgs, UserConfig
 from serving.source import parse_source
-from serving.testing import make_checkpoint
+from serving.testing import make_checkpoint, serve_constants, start_local_ray
 from serving.testing import random_walk_observations as observations
 from turnwise.checkpoint_store import open_store
 
@@ -70,7 +70,7 @@ def server(tmp_path_factory):
     first = make_checkpoint(str(run_dir / "checkpoints"), env_steps=400_000, policy_version=1)
     token = f"tok-{uuid.uuid4().hex}"
     os.environ[TOKEN_ENV] = token  # before ray.init: replicas inherit the environment
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()  # Serve's mode as `python -m serving` runs it
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -134,6 +134,25 @@ def assert_serves_the_policy(server: Server) -> None:
         assert reply["actions"] == expected[start : start + MAX_ROWS]
         probs = np.asarray(reply["probs"])
         assert probs.shape == (len(rows), 6) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_serve_runs_in_the_mode_of_serve_env_in_the_replicas_and_the_proxy(server):
+    """serving.settings.SERVE_ENV took effect where requests are served: the policy
+    replica and the HTTP proxy run throughput-optimized (proxy-to-replica calls over
+    gRPC), without direct ingress; and the app still answers through the proxy."""
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    names = [a["name"] for a in actors if a["name"].startswith("SERVE_REPLICA::open#PolicyServer#")]
+    names += [a["name"] for a in actors if a["name"].startswith("SERVE_PROXY_ACTOR")]
+    assert len(names) == 2, names
+    for name in names:
+        actor = ray.get_actor(name, namespace="serve")
+        seen = ray.get(actor.__ray_call__.remote(serve_constants), timeout=60)
+        assert seen["RAY_SERVE_THROUGHPUT_OPTIMIZED"] is True, name
+        assert seen["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is False, name
+        assert seen["RAY_SERVE_USE_GRPC_BY_DEFAULT"] is True, name  # proxy -> replica
+        assert seen["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] is False, name
+    body = {"observation": observations(1)[0].tolist()}
+    assert requests.post(server.url + "/v1/act", json=body, timeout=10).status_code == 200
 
 
 def test_single_and_batched_actions_equal_the_policy_called_directly(server):
@@ -499,3 +518,19 @@ def test_the_command_line_refuses_bad_input_before_starting_ray(tmp_path, monkey
     assert main([str(tmp_path / "missing")]) == 2
     monkeypatch.delenv("TURNWISE_NO_SUCH_TOKEN", raising=False)
     assert main([str(tmp_path), "--token-env", "TURNWISE_NO_SUCH_TOKEN"]) == 2
+
+
+def test_the_rayservice_pods_run_serve_in_the_mode_of_serve_env():
+    """Serve reads its mode from the environment of every Ray process, which a Serve
+    config cannot set: the RayService's pods carry serving.settings.SERVE_ENV."""
+    [service] = [
+        doc
+        for doc in yaml.safe_load_all((ROOT / "k8s" / "rayservice-serve.yaml").read_text())
+        if doc and doc.get("kind") == "RayService"
+    ]
+    cluster = service["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]]
+    templates += [group["template"] for group in cluster["workerGroupSpecs"]]
+    for template in templates:
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        assert {name: env.get(name) for name in SERVE_ENV} == SERVE_ENV

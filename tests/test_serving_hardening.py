@@ -32,7 +32,7 @@ import serving.admission
 from benchmarks.serve_latency import overload_run
 from serving.app import build_app
 from serving.settings import ServeArgs
-from serving.testing import make_checkpoint
+from serving.testing import make_checkpoint, start_local_ray
 from serving.testing import random_walk_observations as observations
 
 SLOW_CLIENTS, VALID_CLIENTS = 150, 10
@@ -57,7 +57,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     built = make_checkpoint(str(tmp_path_factory.mktemp("hardening") / "checkpoints"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()  # Serve's mode as `python -m serving` runs it
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -28,7 +28,7 @@ import sims
 from serving.app import build_app
 from serving.inference import Turn, act_turns
 from serving.sessions import SessionStore
-from serving.testing import BuiltCheckpoint, make_checkpoint
+from serving.testing import BuiltCheckpoint, make_checkpoint, start_local_ray
 
 MAX_SESSIONS, IDLE_TTL_S = 6, 3.0
 JSON = {"Content-Type": "application/json"}
@@ -53,7 +53,7 @@ def apps(tmp_path_factory):
     memory = make_checkpoint(str(root / "memory"), env_id=sims.WAREHOUSE_MEMORY_ID, core="lstm")
     # seed 2: an untrained policy whose greedy actions vary on CartPole (some seeds' do not)
     cartpole = make_checkpoint(str(root / "cartpole"), env_id="CartPole-v1", core="lstm", seed=2)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()  # Serve's mode as `python -m serving` runs it
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
