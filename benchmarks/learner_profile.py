@@ -3,9 +3,10 @@
 ``python -m benchmarks.learner_profile [--batches N] [--repeats R] [--cprofile]``
 samples ``N`` Warehouse-v0 batches in-process (``+exp=warehouse``'s actor and learner
 settings), then times ``PPOLearner.update`` on them, cycling ``R`` times, on one torch
-thread as the learner actor runs: ms per batch for the whole update and for its stages
-(Arrow -> tensors, normalizer, value targets, the epochs of minibatch steps), and the
-actor's ``sample()``. ``--cprofile`` prints the top functions by cumulative time.
+thread as the learner actor runs: median ms per batch, wall-clock and thread CPU (the
+CPU time is what other load on the machine disturbs least), for the whole update and
+for its stages (Arrow -> tensors, normalizer, value targets, the epochs of minibatch
+steps), and the actor's ``sample()``. ``--cprofile`` prints the top functions by cumulative time.
 """
 
 from __future__ import annotations
@@ -30,24 +31,24 @@ def record(batches: int, overrides: Sequence[str] = ()):
     learner = PPOLearner(
         worker.info.observation_space, worker.info.action_space, config.learner, "cpu"
     )
-    samples, started = [], time.perf_counter()
-    for _ in range(batches):
-        samples.append(worker.sample(learner.weights()))
-    sample_ms = 1e3 * (time.perf_counter() - started) / batches
-    return config, worker, learner, samples, sample_ms
+    samples = [worker.sample(learner.weights())]  # the first: warm-up
+    sample_ms = ms(lambda: samples.append(worker.sample(learner.weights())), batches)
+    return config, worker, learner, samples[1:], sample_ms
 
 
-def ms(fn: Callable[[], object], repeats: int) -> list[float]:
-    out = []
+def ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall-clock and thread-CPU ms of ``fn``."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         fn()
-        out.append(1e3 * (time.perf_counter() - started))
-    return out
+        wall.append(1e3 * (time.perf_counter() - started))
+        cpu.append(1e3 * (time.thread_time() - cpu_started))
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def stages(learner: PPOLearner, batch, repeats: int) -> dict[str, float]:
-    """Median ms of each stage of one update (the stages run as update() runs them)."""
+def stages(learner: PPOLearner, batch, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median ms (wall, CPU) of each stage of one update, run as update() runs them."""
     data = to_rollout(batch, learner.device)
     steps, envs, _ = data.obs.shape
     targets, advantages, _ = learner._targets(data)
@@ -60,7 +61,7 @@ def stages(learner: PPOLearner, batch, repeats: int) -> dict[str, float]:
         "optimize": ms(lambda: learner._optimize(data, targets, advantages), repeats),
         "update": ms(lambda: learner.update(batch), repeats),
     }
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -72,11 +73,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     _, worker, learner, samples, sample_ms = record(args.batches, args.overrides)
-    print(f"batch: {samples[0].num_rows} rows; sample(): {sample_ms:.1f} ms per batch")
+    print(
+        f"batch: {samples[0].num_rows} rows; sample(): {sample_ms[0]:.1f} ms wall, "
+        f"{sample_ms[1]:.1f} ms CPU"
+    )
     for _ in range(3):  # warm up
         learner.update(samples[0])
     result = stages(learner, samples[0], args.repeats)
-    print("  ".join(f"{k} {v:.2f} ms" for k, v in result.items()))
+    for name, (wall, cpu) in result.items():
+        print(f"{name:>10}: {wall:7.2f} ms wall, {cpu:7.2f} ms CPU")
     if args.cprofile:
         profile = cProfile.Profile()
         profile.enable()
