@@ -17,7 +17,7 @@ things to a stock ``run_rl``:
   asks the learner for a checkpoint each ``--save-every`` env steps: the adapter
   evaluates those checkpoints. Sample Factory 2.1.1's ``--train_for_seconds`` never
   fires (``Runner.total_train_seconds`` is never advanced), so the adapter stops the
-  run itself;
+  run itself, and the run kills itself if the adapter dies;
 - the env's spaces read in the runner's process, not in a process spawned for it;
 - a fix for Sample Factory 2.1.1's summaries under V-trace: ``_record_summaries``
   reads the minibatch's GAE ``advantages``, which V-trace never makes (fixed upstream
@@ -33,6 +33,8 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
+import signal
 import sys
 import time
 import types
@@ -104,8 +106,11 @@ class Progress(AlgoObserver):
         self.save_every = save_every
         self.next_save = save_every
         self.save_request = save_request
+        self.parent = os.getppid()
 
     def on_training_step(self, runner: Runner, training_iteration_since_resume: int) -> None:
+        if os.getppid() != self.parent:  # the adapter is gone: end the whole run
+            os.killpg(os.getpgrp(), signal.SIGKILL)
         env_steps = sum(runner.env_steps.values())
         rewards = (runner.policy_avg_stats.get("reward") or [[]])[0]  # one deque per policy
         line = {
