@@ -64,6 +64,7 @@ from benchmarks.report import (
     write_json,
 )
 from benchmarks.serve_variants import MODES, measure_variants, render_variants, run_server
+from serving.settings import SERVE_ENV
 from serving.testing import random_walk_observations
 
 log = logging.getLogger("benchmarks.serve_latency")
@@ -252,12 +253,15 @@ def noop_serve_app():
 
 
 def _on_serve(make_app: Callable[[], Any], measure: Callable[[str], Any]) -> Any:
-    """``measure(url of /v1/act)`` against ``make_app()`` on a fresh local Ray Serve."""
+    """``measure(url of /v1/act)`` against ``make_app()`` on a fresh local Ray Serve, in
+    Serve's mode as ``python -m serving`` runs it (``serving.settings.SERVE_ENV``)."""
     import ray
     from ray import serve
 
+    from serving.testing import start_local_ray
+
     port = _free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(make_app(), name="bench", route_prefix="/")
@@ -395,6 +399,7 @@ def render(report: dict[str, Any]) -> str:
         f"- Load average (1 min) before and after the run: {report['load_before']} / "
         f"{(m.get('load_average') or ['?'])[0]}; other work on the machine skews the figures",
         f"- Checkpoint: {ckpt['description']} (policy version {ckpt['policy_version']})",
+        f"- Ray Serve's mode (its rows, the overload): {report.get('serve_env') or 'defaults'}",
         f"- Date: {report['date']} ({report['mode']} mode)",
     ]
     if report["results"]:
@@ -455,13 +460,22 @@ def interpretation(report: dict[str, Any]) -> str:
     if not all(one.values()) or not all(top.values()):
         return "Not every implementation was measured, so there is nothing to compare."
     f, m, s, t = (one[k]["p50_ms"] for k in ("forward", "fastapi", "serve_noop", "turnwise"))
-    serve_share = (s - m) / (t - m) if t > m else float("nan")
+    if t > s > m:
+        own = (
+            f"Serve's own path (HTTP proxy, call to the replica, body fetched back from the "
+            f"proxy) is {(s - m) / (t - m):.0%} of turnwise's extra time over the minimal "
+            f"server, and turnwise's validation, batching and metrics add {t - s:.2f} ms"
+        )
+    else:  # the two were measured one after the other on a shared machine
+        own = (
+            "turnwise is within the noise of the no-op deployment, so nearly all of its "
+            "extra time over the minimal server is Serve's own path (HTTP proxy, call to "
+            "the replica, body fetched back from the proxy)"
+        )
     return (
         f"At concurrency 1 (p50) the forward takes {f:.2f} ms, the minimal server {m:.2f} ms, "
-        f"a no-op Serve deployment {s:.2f} ms and turnwise {t:.2f} ms: Serve's own path "
-        "(HTTP proxy, call to the replica, body fetched back from the proxy) is "
-        f"{serve_share:.0%} of turnwise's extra time over the minimal server, and turnwise's "
-        f"validation, batching and metrics add {t - s:.2f} ms. At concurrency {max(CONCURRENCY)} "
+        f"a no-op Serve deployment {s:.2f} ms and turnwise {t:.2f} ms: {own}. "
+        f"At concurrency {max(CONCURRENCY)} "
         f"turnwise serves {top['turnwise']['throughput_rps']:,.0f} requests/s against "
         f"{top['serve_noop']['throughput_rps']:,.0f} for the no-op Serve deployment and "
         f"{top['fastapi']['throughput_rps']:,.0f} for the minimal server."
@@ -541,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
     report = build_report(argv, args.quick, n, described, results)
     report["load_before"], report["overload"] = load_before, overload
+    report["serve_env"] = " ".join(f"`{k}={v}`" for k, v in SERVE_ENV.items())
     if variants is not None:  # its own section and file: a run of it alone keeps the rest
         published = {**report, "results": None, "variants": variants}
         write_json(published, args.out.with_name("serve_latency_variants.json"))
