@@ -18,7 +18,7 @@ from benchmarks.systems.common import TASKS, Budget, Settings, evaluate
 pytestmark = pytest.mark.slow
 
 TASK = TASKS["warehouse"]
-SETTINGS = Settings(num_envs=8, extra={"num_workers": 1})  # few processes to start
+SETTINGS = Settings()  # 16 envs: 2 workers x 8 (the tiny budget ends at its step cap)
 
 
 @pytest.fixture(scope="module")
