@@ -4,7 +4,8 @@
     python -m benchmarks.systems SYSTEM solve TASK --seconds 300 --env-steps 3000000 \
         --eval-every 100000 --out r.json
 
-SYSTEM is turnwise, rllib, sb3 or sb3_recurrent; TASK is a key of ``common.TASKS``. The suite
+SYSTEM is a key of ``SYSTEMS`` (turnwise, rllib, sb3, sb3_recurrent, sample_factory);
+TASK is a key of ``common.TASKS``. The suite
 (``python -m benchmarks``) runs every measurement this way, each in a fresh process.
 """
 
