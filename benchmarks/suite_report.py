@@ -492,7 +492,7 @@ def _bottleneck(report: dict[str, Any]) -> str:
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:
     """Evaluation return / oracle against training wall-clock, one panel per task, one
-    line per run (repeats share their run's colour)."""
+    line per run (a run keeps its colour in every panel; repeats share it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -501,16 +501,18 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in report["solve"]))
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(6 * max(len(tasks), 1), 4))
     axes = [axes] if len(tasks) <= 1 else list(axes)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(dict.fromkeys(lb for task in tasks for lb in _labels(report, "solve", task)))
+    colours = {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}  # one per run
     for ax, task in zip(axes, tasks, strict=False):
-        for i, label in enumerate(_labels(report, "solve", task)):
+        for label in _labels(report, "solve", task):
             for j, row in enumerate(ok(rows(report, "solve", label, task))):
                 curve = row.get("curve") or []
                 ax.plot(
                     [p["seconds"] for p in curve],
                     [p.get("fraction_of_baseline") or 0.0 for p in curve],
                     marker="o",
-                    color=colours[i % len(colours)],
+                    color=colours[label],
                     label=title(report, label) if j == 0 else None,
                 )
         ax.axhline(0.9, color="grey", linestyle="--", linewidth=1)
