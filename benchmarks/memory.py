@@ -33,6 +33,8 @@ from benchmarks import alternating
 from benchmarks.alternating import cell, solve_summary, spread
 from benchmarks.suite import SolveBudget, measure
 from benchmarks.systems.common import TASKS
+from benchmarks.systems.common import matched as common_matched
+from benchmarks.systems.sb3_ppo import MATCHED_KEYWORDS
 from turnwise.config import compose_config
 
 TASK = "warehouse_memory"
@@ -55,23 +57,14 @@ UNMATCHED = {
 
 
 def matched() -> dict[str, Any]:
-    """RecurrentPPO's keyword arguments that give it ``+exp=warehouse_memory``'s settings."""
+    """RecurrentPPO's keyword arguments that give it ``+exp=warehouse_memory``'s settings:
+    SB3's PPO keywords (``sb3_ppo.MATCHED_KEYWORDS``) in turnwise's own layout (one
+    actor's envs, its fragment length per update), and the recurrent core."""
     config = compose_config(EXPERIMENT)
-    learner, actors = config.learner, config.actors
+    settings = common_matched(TASK, num_envs=config.actors.envs_per_actor)
     return {
-        "num_envs": actors.envs_per_actor,
-        "n_steps": actors.fragment_length,
-        "batch_size": learner.minibatch_size,
-        "n_epochs": learner.epochs,
-        "learning_rate": learner.lr,
-        "gamma": learner.gamma,
-        "gae_lambda": learner.gae_lambda,
-        "clip_range": learner.clip,
-        "ent_coef": learner.entropy_coef,
-        "vf_coef": learner.value_coef,
-        "max_grad_norm": learner.max_grad_norm,
-        "lstm_hidden_size": learner.model.core_size,
-        "normalize": learner.normalizer.kind != "none",  # VecNormalize on observations
+        **settings.keywords(MATCHED_KEYWORDS),
+        "lstm_hidden_size": config.learner.model.core_size,
         "shared_lstm": True,  # turnwise: one core read by both heads
     }
 
