@@ -29,12 +29,17 @@ from turnwise.policy.normalizer import WindowNormalizer
 from turnwise.policy.observations import encode, flat_size
 
 
+def _sigmoid_tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) as 2 sigmoid(2x) - 1."""
+    return torch.sigmoid(x * 2).mul_(2).sub_(1)
+
+
 class _SigmoidTanh(torch.autograd.Function):
     """tanh(x) = 2 sigmoid(2x) - 1, with tanh's own backward (1 - y^2) from the output."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        y = _sigmoid_tanh(x)
         ctx.save_for_backward(y)
         return y
 
@@ -53,7 +58,7 @@ class Tanh(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad and torch.is_grad_enabled():
             return _SigmoidTanh.apply(x)
-        return torch.sigmoid(x * 2).mul_(2).sub_(1)
+        return _sigmoid_tanh(x)
 
 
 def mlp(sizes: Sequence[int], out: int, out_gain: float) -> nn.Sequential:
