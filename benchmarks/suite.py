@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -217,11 +216,8 @@ def _module(system: str):
 
 
 def matched_extra(system: str, experiment: str) -> dict[str, Any]:
-    """A baseline's ``settings.extra`` (with ``num_envs``) for ``+exp=<experiment>``; an
-    adapter whose ``matched_extra`` takes no experiment reads ``+exp=warehouse``'s."""
-    function = _module(system).matched_extra
-    takes_experiment = bool(inspect.signature(function).parameters)
-    return dict(function(experiment) if takes_experiment else function())
+    """A baseline's ``settings.extra`` (with ``num_envs``) for ``+exp=<experiment>``."""
+    return dict(_module(system).matched_extra(experiment))
 
 
 def unmatched() -> dict[str, dict[str, str]]:
