@@ -211,11 +211,20 @@ def greedy_actor(state: dict[str, torch.Tensor], action_space: gymnasium.Space):
     return predict
 
 
+# What a Sample Factory checkpoint holds besides tensors and Python numbers: its best
+# score, a numpy scalar, pickled by the SF venv's numpy 1.x (hence the old module name).
+_CHECKPOINT_GLOBALS = [
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    np.dtype,
+    *(type(np.dtype(kind)) for kind in (np.float32, np.float64, np.int32, np.int64, np.bool_)),
+]
+
+
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's model weights. Not ``weights_only``: once the run has a best score
-    the checkpoint holds it as a numpy scalar, which that refuses (the file is this
-    run's own)."""
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    """A checkpoint's model weights, loaded ``weights_only`` (nothing unpickled beyond
+    tensors, containers and the numpy scalars allowed above)."""
+    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 class SampleFactoryRun:
