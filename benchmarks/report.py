@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from turnwise.run_store import write_atomic
+
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -51,8 +53,7 @@ def machine_info(**versions: str) -> dict[str, Any]:
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_atomic(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -74,7 +75,7 @@ def update_section(path: Path, name: str, section: str) -> None:
         text = text[: first.start()] + section + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_atomic(path, text.encode())
 
 
 def publish(report: dict[str, Any], section: str, name: str, out: Path, markdown: Path) -> None:
