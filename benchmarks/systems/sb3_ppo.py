@@ -31,7 +31,9 @@ import numpy as np
 import stable_baselines3
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from benchmarks.systems.common import (
@@ -76,6 +78,13 @@ def _ppo_default(name: str) -> Any:
     return inspect.signature(PPO.__init__).parameters[name].default
 
 
+def without_log_files(model: BaseAlgorithm) -> BaseAlgorithm:
+    """``model`` with a logger that writes nothing: SB3's default one (``verbose=0``, no
+    ``tensorboard_log``) still creates an empty ``$TMPDIR/SB3-<time>`` folder per run."""
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
 def _build(task: Task, settings: Settings, overrides: dict[str, Any] | None = None) -> PPO:
     """The vectorized env and the PPO model (nothing trained yet)."""
     extra = dict(settings.extra)
@@ -90,7 +99,7 @@ def _build(task: Task, settings: Settings, overrides: dict[str, Any] | None = No
     if extra.pop("normalize", False):
         env = VecNormalize(env, norm_obs=True, norm_reward=False, clip_obs=10.0)
     kwargs: dict[str, Any] = {**extra, **(overrides or {})}
-    return PPO(
+    model = PPO(
         "MlpPolicy",
         env,
         policy_kwargs=dict(net_arch=list(settings.hidden_sizes), activation_fn=torch.nn.Tanh),
@@ -99,6 +108,7 @@ def _build(task: Task, settings: Settings, overrides: dict[str, Any] | None = No
         verbose=0,
         **kwargs,
     )
+    return without_log_files(model)
 
 
 def _rollout(model: PPO) -> int:

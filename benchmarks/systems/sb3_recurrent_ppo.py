@@ -38,6 +38,7 @@ from benchmarks.systems.common import (
     Task,
     throughput_result,
 )
+from benchmarks.systems.sb3_ppo import without_log_files
 from evaluator.episodes import Act
 
 SYSTEM = "sb3_recurrent"
@@ -61,7 +62,7 @@ def _build(task: Task, settings: Settings) -> RecurrentPPO:
     )
     if shared:  # sb3-contrib allows a shared LSTM only without the critic's own
         policy_kwargs.update(shared_lstm=True, enable_critic_lstm=False)
-    return RecurrentPPO(
+    model = RecurrentPPO(
         "MlpLstmPolicy",
         env,
         policy_kwargs=policy_kwargs,
@@ -70,6 +71,7 @@ def _build(task: Task, settings: Settings) -> RecurrentPPO:
         verbose=0,
         **extra,
     )
+    return without_log_files(model)
 
 
 def _rollout(model: RecurrentPPO) -> int:
