@@ -54,7 +54,14 @@ from typing import Any, Literal
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks import components
-from benchmarks.report import BENCHMARKS_MD, REPO, RESULTS_DIR, machine_info, publish
+from benchmarks.report import (
+    BENCHMARKS_MD,
+    REPO,
+    RESULTS_DIR,
+    load_average,
+    machine_info,
+    publish,
+)
 from benchmarks.suite_report import plot_curves, render
 from benchmarks.systems.common import TASKS, matched
 from turnwise.run_store import write_atomic
@@ -354,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="keep each measurement's output and results.json here "
                              "(default: a temporary directory, removed at the end)")  # fmt: skip
     args = parser.parse_args(argv)
+    load_at_start = load_average()
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         results = run(args.mode, args.work_dir)
@@ -367,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "mode": args.mode,
         "mode_settings": asdict(MODES[args.mode]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(**_versions()),
+        "load_average_start": load_at_start,
+        "machine": machine_info(**_versions()),  # its load average: at the end
         "runs": {label: asdict(r) for label, r in RUNS.items()},
         "matched": {exp: asdict(matched(exp)) for exp in experiments},
         "unmatched": unmatched(),

@@ -242,7 +242,7 @@ def render(report: dict[str, Any], plot: Path) -> str:
         "and the machine",
         "",
         f"Produced by `{report['command']}` ({report['mode']} mode) on {m['cpu_model']}, "
-        f"{m['cpu_count']} CPUs, no GPU, load average {m['load_average']} at the start; "
+        f"{m['cpu_count']} CPUs, no GPU, {_load(report)}; "
         f"{report['date']}. Versions: torch {m['torch']}, Ray/RLlib {m['ray']}, "
         f"Stable-Baselines3 {m['stable_baselines3']}, Gymnasium {m['gymnasium']}, "
         f"pyarrow {m['pyarrow']}. Every measurement runs in its own process; where a run "
@@ -262,6 +262,14 @@ def render(report: dict[str, Any], plot: Path) -> str:
     lines += _solve(report, plot) + _scaling(report) + _transport(report)
     lines.append("<!-- suite:end -->")
     return "\n".join(lines)
+
+
+def _load(report: dict[str, Any]) -> str:
+    """The load average (1, 5, 15 min) at the start and the end, as recorded."""
+    end = report["machine"]["load_average"]
+    if "load_average_start" not in report:  # reports before 2026-12-02: taken at the end
+        return f"load average {end} when the report was written"
+    return f"load average {report['load_average_start']} at the start, {end} at the end"
 
 
 def _matched_paragraph(report: dict[str, Any]) -> str:
@@ -368,12 +376,27 @@ def _unmatched(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Of an option dict (Sample Factory's command line), the entries that say how it ran;
+# the rest repeat the matched settings above and are in suite.json.
+LAYOUT_OPTIONS = ("num_workers", "num_envs_per_worker", "rollout", "batch_size", "num_epochs",
+                  "num_batches_per_epoch")  # fmt: skip
+
+
 def _how(row: dict[str, Any]) -> str:
     skip = {"system", "task", "env_steps", "seconds", "env_steps_per_second", "settings",
             "curve", "solved", "stopped_by", "budget", "error", "actors_x_envs", "run",
             "repeat"}  # fmt: skip
-    shown = {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
+    shown = {k: _shown(v) for k, v in row.items()}
     return ", ".join(f"{k}={v}" for k, v in sorted(shown.items()) if k not in skip)
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 1)
+    if isinstance(value, dict):
+        layout = ", ".join(f"{k}={value[k]}" for k in LAYOUT_OPTIONS if k in value)
+        return f"({layout}{'; ' if layout else ''}all {len(value)} in suite.json)"
+    return value
 
 
 def _best(row: dict[str, Any]) -> float:
@@ -464,8 +487,12 @@ def _transport(report: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        f"The object store moves {t['object_store_bytes_per_second'] / 1e6:,.0f} MB/s; moving a "
-        f"batch costs {t['transport_share_of_learner_time']:.1%} of the learner's time on it.",
+        f"A batch's trip through Ray's object store (an actor returns it, another process "
+        f"gets it) takes {stages['object_store'] * 1e3:.1f} ms "
+        f"({t['object_store_bytes_per_second'] / 1e6:,.0f} MB/s), "
+        f"{t['transport_share_of_learner_time']:.0%} of an update's time. In a run the rollout "
+        "actor pays that while the learner updates on the previous batch; the learner's own "
+        'wait for a batch is `fetch_ms` in metrics.jsonl (~1 ms: "Learner speed-ups").',
         "",
         _bottleneck(report),
     ]
