@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +30,12 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("suite")
     markdown = tmp / "BENCHMARKS.md"
     markdown.write_text(KEPT)
-    returned = suite.main(["--mode", "tiny", "--out-dir", str(tmp), "--markdown", str(markdown)])
+    sb3_folders = set(Path(tempfile.gettempdir()).glob("SB3-*"))
+    returned = suite.main(["--mode", "tiny", "--out-dir", str(tmp), "--markdown", str(markdown),
+                           "--work-dir", str(tmp / "work")])  # fmt: skip
+    tmp.joinpath("sb3_folders_left").write_text(
+        "\n".join(map(str, set(Path(tempfile.gettempdir()).glob("SB3-*")) - sb3_folders))
+    )
     return returned, json.loads((tmp / "suite.json").read_text()), markdown.read_text(), tmp
 
 
@@ -117,3 +124,22 @@ def test_the_plot_is_a_png(run):
     _, report, _, tmp = run
     png = (tmp / report["plot"]).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
+
+
+def test_the_work_dir_keeps_every_measurement_and_the_results_so_far(run):
+    _, report, _, tmp = run
+    kept = json.loads((tmp / "work" / "results.json").read_text())
+    for section in ("solve", "scaling"):
+        assert kept[section] == report[section]
+    assert len(list((tmp / "work").glob("*-solve-warehouse-*.json"))) == len(suite.MATCHED)
+
+
+def test_the_load_is_recorded_at_the_start_and_the_end(run):
+    _, report, markdown, _ = run
+    assert len(report["load_average_start"]) == 3
+    assert f"load average {report['load_average_start']} at the start" in markdown
+
+
+def test_sb3_leaves_no_log_folders_behind(run):
+    _, _, _, tmp = run
+    assert (tmp / "sb3_folders_left").read_text() == ""

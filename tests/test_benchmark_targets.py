@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import suite
-from benchmarks.suite_report import render, targets, title
+from benchmarks.suite_report import _how, _load, render, targets, title
 from benchmarks.systems import rllib_ppo, sb3_ppo
 from benchmarks.systems.common import TASKS, Settings, matched
 from turnwise.config import compose_config
@@ -240,3 +240,17 @@ def test_a_system_that_is_not_installed_is_a_row_error_not_a_crash(tmp_path, mon
     row = suite.take(suite.Step("solve", "sample_factory", case), tmp_path)
     assert row["run"] == "sample_factory" and "ModuleNotFoundError" in row["error"]
     assert list(tmp_path.iterdir()) == []  # no process was started
+
+
+def test_an_option_dict_is_shown_by_its_layout_entries():
+    options = {"num_workers": 2, "rollout": 32, "learning_rate": 0.001, "gamma": 0.99}
+    shown = _how({"system": "sample_factory", "sample_factory_options": options, "x": 1.234})
+    assert shown == "sample_factory_options=(num_workers=2, rollout=32; all 4 in suite.json), x=1.2"
+    assert _how({"opts": {"gamma": 0.99}}) == "opts=(all 1 in suite.json)"
+
+
+def test_the_load_average_says_when_it_was_taken():
+    end = {"machine": {"load_average": [3.0, 2.0, 1.0]}}
+    assert _load(end) == "load average [3.0, 2.0, 1.0] when the report was written"
+    both = {**end, "load_average_start": [1.0, 1.5, 2.0]}
+    assert _load(both) == "load average [1.0, 1.5, 2.0] at the start, [3.0, 2.0, 1.0] at the end"
