@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -188,8 +189,11 @@ class Cluster:
         return [n for n in up if not n.name.startswith("head")]
 
     def stop(self) -> None:
+        """Stop every node, then remove the temp dir (a failure's message already has
+        the node's log tail)."""
         for node in reversed(self.nodes):
             node.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None):

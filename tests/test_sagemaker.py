@@ -211,8 +211,6 @@ def stop_everything(processes: list[subprocess.Popen], port: int, ray_tmp: Path)
     for pid in ray_processes_of(port, ray_tmp):  # what of this cluster outlived its node
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    if os.environ.get("CI"):  # CI runs nothing else beside this module
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"])
 
 
 @pytest.fixture(scope="module")
