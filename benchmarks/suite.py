@@ -36,6 +36,7 @@ on. Writes ``benchmarks/results/suite.json``, the ``suite`` section of BENCHMARK
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
@@ -362,12 +363,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "(default: a temporary directory, removed at the end)")  # fmt: skip
     args = parser.parse_args(argv)
     load_at_start = load_average()
-    if args.work_dir is not None:
-        args.work_dir.mkdir(parents=True, exist_ok=True)
-        results = run(args.mode, args.work_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="turnwise-suite-") as work:
-            results = run(args.mode, Path(work))
+    with (
+        tempfile.TemporaryDirectory(prefix="turnwise-suite-")
+        if args.work_dir is None
+        else contextlib.nullcontext(args.work_dir)
+    ) as work:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        results = run(args.mode, Path(work))
     experiments = dict.fromkeys(c.task for c in MODES[args.mode].cases)
     report = {
         "benchmark": "suite",

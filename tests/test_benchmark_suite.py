@@ -25,17 +25,23 @@ pytestmark = pytest.mark.slow
 KEPT = "# turnwise benchmarks\n\n<!-- learning:begin -->\nkept as is\n<!-- learning:end -->\n"
 
 
+def sb3_log_folders() -> set[Path]:
+    """The folders SB3's default logger makes in ``$TMPDIR``."""
+    return set(Path(tempfile.gettempdir()).glob("SB3-*"))
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def sb3_folders_before_the_run() -> set[Path]:
+    return sb3_log_folders()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, sb3_folders_before_the_run):
     tmp = tmp_path_factory.mktemp("suite")
     markdown = tmp / "BENCHMARKS.md"
     markdown.write_text(KEPT)
-    sb3_folders = set(Path(tempfile.gettempdir()).glob("SB3-*"))
     returned = suite.main(["--mode", "tiny", "--out-dir", str(tmp), "--markdown", str(markdown),
                            "--work-dir", str(tmp / "work")])  # fmt: skip
-    tmp.joinpath("sb3_folders_left").write_text(
-        "\n".join(map(str, set(Path(tempfile.gettempdir()).glob("SB3-*")) - sb3_folders))
-    )
     return returned, json.loads((tmp / "suite.json").read_text()), markdown.read_text(), tmp
 
 
@@ -140,6 +146,5 @@ def test_the_load_is_recorded_at_the_start_and_the_end(run):
     assert f"load average {report['load_average_start']} at the start" in markdown
 
 
-def test_sb3_leaves_no_log_folders_behind(run):
-    _, _, _, tmp = run
-    assert (tmp / "sb3_folders_left").read_text() == ""
+def test_sb3_leaves_no_log_folders_behind(run, sb3_folders_before_the_run):
+    assert sb3_log_folders() - sb3_folders_before_the_run == set()
