@@ -362,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="keep each measurement's output and results.json here "
                              "(default: a temporary directory, removed at the end)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.work_dir is not None and args.work_dir.exists() and not args.work_dir.is_dir():
+        parser.error(f"--work-dir {args.work_dir}: exists and is not a directory")
     load_at_start = load_average()
     with (
         tempfile.TemporaryDirectory(prefix="turnwise-suite-")

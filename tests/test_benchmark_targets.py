@@ -254,3 +254,13 @@ def test_the_load_average_says_when_it_was_taken():
     assert _load(end) == "load average [3.0, 2.0, 1.0] when the report was written"
     both = {**end, "load_average_start": [1.0, 1.5, 2.0]}
     assert _load(both) == "load average [1.0, 1.5, 2.0] at the start, [3.0, 2.0, 1.0] at the end"
+
+
+def test_a_work_dir_that_is_a_file_is_refused_before_anything_runs(tmp_path, capsys):
+    taken = tmp_path / "results.txt"
+    taken.write_text("a user's file")
+    with pytest.raises(SystemExit) as exited:
+        suite.main(["--mode", "tiny", "--work-dir", str(taken), "--out-dir", str(tmp_path)])
+    assert exited.value.code == 2
+    assert f"--work-dir {taken}: exists and is not a directory" in capsys.readouterr().err
+    assert taken.read_text() == "a user's file" and sorted(tmp_path.iterdir()) == [taken]
